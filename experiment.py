@@ -33,6 +33,7 @@ import math
 import os
 import platform
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -336,44 +337,54 @@ class Member:
 class GroupData:
     """The tables, splits and batch streams of every member of a group, on the device.
 
-    Members may have tables of different sizes; tensors are padded to the largest and padded
-    equations carry zero weight in every average.
+    Members may have tables of different sizes; tensors are padded to the largest, padded
+    equations carry zero weight and evaluation reads each member's own rows only.
     """
 
     BATCH_CHUNK = 100  # steps of batch indices drawn at a time (the draw is chunk-independent)
 
-    def __init__(self, members: list[Member], tables: dict[str, TaskTable], c: Config, device,
-                 dtype=torch.float32):
+    def __init__(self, members: list[Member], tables: dict[str, TaskTable], c: Config, device):
         self.members, self.batch_size, self.device = members, c.batch_size, device
         m = len(members)
-        n_max = max(tables[mb.task].tokens.shape[0] for mb in members)
-        self.tokens = torch.zeros(m, n_max, SEQ_LEN, dtype=torch.long)  # (members, eq, 4)
-        self.answers = torch.zeros(m, n_max, dtype=torch.long)  # (members, eq)
-        self.train_weight = torch.zeros(m, n_max, dtype=dtype)  # 1/n_train on training equations
-        self.val_weight = torch.zeros(m, n_max, dtype=dtype)  # 1/n_val on validation equations
+        sizes = [len(tables[mb.task].answers) for mb in members]
+        self.left = torch.zeros(m, max(sizes), dtype=torch.long)  # (members, equations) token a
+        self.right = torch.zeros(m, max(sizes), dtype=torch.long)  # token b
+        self.answers = torch.zeros(m, max(sizes), dtype=torch.long)  # element index c
+        # 1 on the member's training (validation) rows, else 0; float64 so that sums are exact counts
+        self.train_mask = torch.zeros(m, max(sizes), dtype=torch.float64)
+        self.val_mask = torch.zeros(m, max(sizes), dtype=torch.float64)
         self.generators, self.train_indices = [], []
         for i, mb in enumerate(members):
             table = tables[mb.task]
-            n = table.tokens.shape[0]
-            self.tokens[i, :n], self.answers[i, :n] = table.tokens, table.answers
+            n = sizes[i]
+            self.left[i, :n], self.right[i, :n] = table.tokens[:, 0], table.tokens[:, 2]
+            self.answers[i, :n] = table.answers
             gen = data_generator(mb.seed)
             train, val = split_table(n, c.train_fraction, gen)
-            self.train_weight[i, train] = 1.0 / len(train)
-            self.val_weight[i, val] = 1.0 / len(val)
+            self.train_mask[i, train] = 1.0
+            self.val_mask[i, val] = 1.0
             self.generators.append(gen)
             self.train_indices.append(train)
-        self.tokens, self.answers = self.tokens.to(device), self.answers.to(device)
-        self.train_weight, self.val_weight = self.train_weight.to(device), self.val_weight.to(device)
+        # Runs of consecutive members with equally large tables: evaluated together, unpadded.
+        self.eval_blocks, start = [], 0  # [(slice of members, equations per member)]
+        for n, run in itertools.groupby(sizes):
+            count = len(list(run))
+            self.eval_blocks.append((slice(start, start + count), n))
+            start += count
+        self.split_sizes = torch.stack([self.train_mask.sum(1), self.val_mask.sum(1)], 1).to(device)
+        for name in ("left", "right", "answers", "train_mask", "val_mask"):
+            setattr(self, name, getattr(self, name).to(device))
         self.member_index = torch.arange(m, device=device)[:, None]  # (members, 1)
         self._chunk, self._chunk_start = None, 0
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens (members, batch, 4) and answers (members, batch) for a step (steps in order)."""
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """left, right, answers, each (members, batch), for a step (steps come in order)."""
         offset = step - self._chunk_start
         if self._chunk is None or offset >= self._chunk.shape[0]:
             self._chunk, self._chunk_start, offset = self._draw_chunk(), step, 0
         rows = self._chunk[offset]  # (members, batch) equation indices
-        return self.tokens[self.member_index, rows], self.answers[self.member_index, rows]
+        pick = lambda t: t[self.member_index, rows]
+        return pick(self.left), pick(self.right), pick(self.answers)
 
     def _draw_chunk(self) -> torch.Tensor:
         """(BATCH_CHUNK, members, batch): each member draws from its own generator, on the CPU,
@@ -381,6 +392,11 @@ class GroupData:
         draws = [train[torch.randint(len(train), (self.BATCH_CHUNK, self.batch_size), generator=g)]
                  for train, g in zip(self.train_indices, self.generators)]
         return torch.stack(draws, dim=1).to(self.device, non_blocking=True)
+
+
+def equation_tokens(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """(..., 4) token sequences [left, o, right, =] from operand tokens."""
+    return torch.stack([left, torch.full_like(left, TOKEN_OP), right, torch.full_like(left, TOKEN_EQ)], -1)
 
 
 # ======================================================================================
@@ -447,6 +463,29 @@ def parameter_count(arch: Architecture, vocab_size: int, num_classes: int) -> in
     return vocab_size * d + POSITIONS * d + arch.layers * layer + 2 * d + d * num_classes + num_classes
 
 
+class StackedBlock(nn.Module):
+    """One decoder block's weights for every member: leading dimension = members.
+    Weights are stored as (in, out) so that x @ w needs no transpose."""
+
+    # stacked name -> (reference name inside the block, stored transposed)
+    REFERENCE_NAMES = {
+        "qkv_w": ("self_attn.in_proj_weight", True), "qkv_b": ("self_attn.in_proj_bias", False),
+        "out_w": ("self_attn.out_proj.weight", True), "out_b": ("self_attn.out_proj.bias", False),
+        "ln1_w": ("self_attn_norm.weight", False), "ln1_b": ("self_attn_norm.bias", False),
+        "ff1_w": ("ffn.0.weight", True), "ff1_b": ("ffn.0.bias", False),
+        "ff2_w": ("ffn.2.weight", True), "ff2_b": ("ffn.2.bias", False),
+        "ln2_w": ("ffn_norm.weight", False), "ln2_b": ("ffn_norm.bias", False),
+    }
+
+    def __init__(self, members: int, d: int, dtype):
+        super().__init__()
+        shapes = {"qkv_w": (d, 3 * d), "qkv_b": (3 * d,), "out_w": (d, d), "out_b": (d,),
+                  "ln1_w": (d,), "ln1_b": (d,), "ff1_w": (d, 4 * d), "ff1_b": (4 * d,),
+                  "ff2_w": (4 * d, d), "ff2_b": (d,), "ln2_w": (d,), "ln2_b": (d,)}
+        for name, shape in shapes.items():
+            setattr(self, name, nn.Parameter(torch.zeros(members, *shape, dtype=dtype)))
+
+
 class BatchedTransformer(nn.Module):
     """Many ReferenceTransformers of one architecture as one model: every weight carries a
     leading member dimension and every matmul is a batched matmul over members.
@@ -454,104 +493,153 @@ class BatchedTransformer(nn.Module):
     Members may have different vocabularies and numbers of classes: the embedding and head are
     padded to the largest, padded entries start at zero and, never receiving a gradient, stay
     zero under AdamW; padded classes are masked out of the logits.
-    Only the last position feeds the head, so the last block computes its query, attention
-    output and MLP for that position alone.
+
+    Two exact shortcuts follow from the causal mask and the fixed input [a, o, b, =]:
+    - only the last position feeds the head, so the last block computes keys and values for
+      every position but its query, attention output and MLP for the last position alone;
+    - positions 0 and 1 ([a, o]) see only a, so their states are computed once per element
+      (the "prefix" rows) rather than once per equation, and equations gather them by a.
     """
+
+    # top-level stacked name -> (reference state-dict key, stored transposed);
+    # {final} is the final LayerNorm's index in ReferenceTransformer.model, {head} the head's
+    REFERENCE_NAMES = {
+        "tok_emb": ("token_embeddings.weight", False), "pos_emb": ("position_embeddings.weight", False),
+        "lnf_w": ("model.{final}.weight", False), "lnf_b": ("model.{final}.bias", False),
+        "head_w": ("model.{head}.weight", True), "head_b": ("model.{head}.bias", False),
+    }
 
     def __init__(self, arch: Architecture, references: list[ReferenceTransformer],
                  num_classes: list[int], dtype=torch.float32):
         super().__init__()
         self.arch = arch
-        m, n, d = len(references), arch.layers, arch.d_model
+        m, d = len(references), arch.d_model
         vocab = max(r.token_embeddings.num_embeddings for r in references)
         classes = max(num_classes)
-
-        def zeros(*shape):
-            return nn.Parameter(torch.zeros(*shape, dtype=dtype))
-
-        # Weights are stored as (in, out) so that x @ w needs no transpose.
-        self.tok_emb = zeros(m, vocab, d)  # (members, vocab, d)
-        self.pos_emb = zeros(m, POSITIONS, d)
-        self.qkv_w, self.qkv_b = zeros(m, n, d, 3 * d), zeros(m, n, 3 * d)  # (members, layers, ...)
-        self.out_w, self.out_b = zeros(m, n, d, d), zeros(m, n, d)
-        self.ln1_w, self.ln1_b = zeros(m, n, d), zeros(m, n, d)
-        self.ff1_w, self.ff1_b = zeros(m, n, d, 4 * d), zeros(m, n, 4 * d)
-        self.ff2_w, self.ff2_b = zeros(m, n, 4 * d, d), zeros(m, n, d)
-        self.ln2_w, self.ln2_b = zeros(m, n, d), zeros(m, n, d)
-        self.lnf_w, self.lnf_b = zeros(m, d), zeros(m, d)
-        self.head_w, self.head_b = zeros(m, d, classes), zeros(m, classes)
+        self.tok_emb = nn.Parameter(torch.zeros(m, vocab, d, dtype=dtype))  # (members, vocab, d)
+        self.pos_emb = nn.Parameter(torch.zeros(m, POSITIONS, d, dtype=dtype))
+        self.blocks = nn.ModuleList(StackedBlock(m, d, dtype) for _ in range(arch.layers))
+        self.lnf_w = nn.Parameter(torch.zeros(m, d, dtype=dtype))
+        self.lnf_b = nn.Parameter(torch.zeros(m, d, dtype=dtype))
+        self.head_w = nn.Parameter(torch.zeros(m, d, classes, dtype=dtype))
+        self.head_b = nn.Parameter(torch.zeros(m, classes, dtype=dtype))
         # Additive logit mask: 0 for a member's classes, -inf for padding.
-        mask = torch.full((m, 1, classes), -float("inf"), dtype=dtype)
+        mask = torch.zeros(m, 1, classes, dtype=dtype)
         for i, k in enumerate(num_classes):
-            mask[i, :, :k] = 0
+            mask[i, :, k:] = -float("inf")
         self.register_buffer("class_mask", mask)
+        # Every element token (2 .. vocab-1): the prefix rows of the shared-prefix path.
+        self.register_buffer("element_tokens", torch.arange(2, vocab))
         with torch.no_grad():
             for i, ref in enumerate(references):
-                for name, value in reference_to_stacked(ref).items():
-                    target = getattr(self, name)[i]
+                for (module, name), value in self._reference_pairs(ref.state_dict()):
+                    target = getattr(module, name)[i]
                     target[tuple(slice(0, s) for s in value.shape)].copy_(value)
+
+    def _reference_pairs(self, state: dict):
+        """((module, stacked name), value in the stacked layout) for each tensor of a reference."""
+        n = self.arch.layers
+        for name, (key, transpose) in self.REFERENCE_NAMES.items():
+            value = state[key.format(final=n, head=n + 1)]
+            yield (self, name), value.t() if transpose else value
+        for layer, block in enumerate(self.blocks):
+            for name, (key, transpose) in StackedBlock.REFERENCE_NAMES.items():
+                value = state[f"model.{layer}.{key}"]
+                yield (block, name), value.t() if transpose else value
+
+    @torch.no_grad()
+    def member_state(self, i: int, vocab_size: int, num_classes: int) -> dict[str, torch.Tensor]:
+        """Member i's weights as a ReferenceTransformer state dict (padding stripped)."""
+        n, state = self.arch.layers, {}
+        unpadded = {"tok_emb": (slice(vocab_size),), "head_w": (slice(None), slice(num_classes)),
+                    "head_b": (slice(num_classes),)}
+        for name, (key, transpose) in self.REFERENCE_NAMES.items():
+            value = getattr(self, name)[i][unpadded.get(name, ())]
+            state[key.format(final=n, head=n + 1)] = (value.t() if transpose else value).clone()
+        for layer, block in enumerate(self.blocks):
+            for name, (key, transpose) in StackedBlock.REFERENCE_NAMES.items():
+                value = getattr(block, name)[i]
+                state[f"model.{layer}.{key}"] = (value.t() if transpose else value).clone()
+        return state
 
     @property
     def members(self) -> int:
         return self.tok_emb.shape[0]
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (members, batch, seq) -> logits (members, batch, classes) at the last position."""
-        m, b, s = tokens.shape
-        d, h = self.arch.d_model, self.arch.heads
-        x = self.tok_emb[torch.arange(m, device=tokens.device)[:, None, None], tokens]
-        x = x + self.pos_emb[:, None, :s]  # (members, batch, seq, d)
-        for layer in range(self.arch.layers):
-            last = layer == self.arch.layers - 1
-            x = self._block(x.reshape(m, b * s, d), layer, b, s, last)
-        x = layer_norm(x, self.lnf_w, self.lnf_b)  # (members, batch, d)
-        logits = torch.baddbmm(self.head_b[:, None], x, self.head_w)
-        return logits + self.class_mask
-
-    def _block(self, x: torch.Tensor, layer: int, b: int, s: int, last: bool) -> torch.Tensor:
-        """x (members, batch*seq, d) -> (members, batch, seq, d), or (members, batch, d) if last."""
-        m, d, h = x.shape[0], self.arch.d_model, self.arch.heads
-        dh = d // h
-        w, bias = self.qkv_w[:, layer], self.qkv_b[:, layer, None]
-        if last:  # keys and values of every position, the query of the last one only
-            kv = torch.baddbmm(bias[..., d:], x, w[..., d:]).view(m, b, s, 2, h, dh)
-            x_last = x.view(m, b, s, d)[:, :, -1]  # (members, batch, d)
-            q = torch.baddbmm(bias[..., :d], x_last, w[..., :d]).view(m * b, 1, h, dh).transpose(1, 2)
-            k, v = (kv[:, :, :, i].reshape(m * b, s, h, dh).transpose(1, 2) for i in range(2))
-            attn = F.scaled_dot_product_attention(q, k, v)  # the last position sees all
-            residual, rows = x_last, b
-        else:
-            qkv = torch.baddbmm(bias, x, w).view(m * b, s, 3, h, dh)
-            q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # (m*b, h, s, dh)
-            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            residual, rows = x.view(m, b, s, d), b * s
-        attn = attn.transpose(1, 2).reshape(m, rows, d)
-        attn = torch.baddbmm(self.out_b[:, layer, None], attn, self.out_w[:, layer])
-        a = layer_norm(residual.reshape(m, rows, d) + attn, self.ln1_w[:, layer], self.ln1_b[:, layer])
-        f = F.gelu(torch.baddbmm(self.ff1_b[:, layer, None], a, self.ff1_w[:, layer]))
-        f = torch.baddbmm(self.ff2_b[:, layer, None], f, self.ff2_w[:, layer])
-        out = layer_norm(a + f, self.ln2_w[:, layer], self.ln2_b[:, layer])
-        return out if last else out.view(m, b, s, d)
-
     @torch.no_grad()
     def weight_norms(self) -> torch.Tensor:
         """(members,) global L2 norm of each member's parameters (padding is zero)."""
-        squares = sum(p.pow(2).flatten(1).sum(1) for p in self.parameters())
-        return squares.sqrt()
+        return sum(p.pow(2).flatten(1).sum(1) for p in self.parameters()).sqrt()
 
-    @torch.no_grad()
-    def member_state(self, i: int, vocab_size: int, num_classes: int) -> dict[str, torch.Tensor]:
-        """Member i's weights as a ReferenceTransformer state dict (padding stripped)."""
-        state = {}
-        stacked = {name: getattr(self, name)[i] for name in STACKED_NAMES}
-        stacked["tok_emb"] = stacked["tok_emb"][:vocab_size]
-        stacked["head_w"], stacked["head_b"] = stacked["head_w"][:, :num_classes], stacked["head_b"][:num_classes]
-        for name, (ref_name, per_layer, transpose) in STACKED_TO_REFERENCE.items():
-            for layer in range(self.arch.layers if per_layer else 1):
-                value = stacked[name][layer] if per_layer else stacked[name]
-                key = reference_key(ref_name, self.arch.layers, layer)
-                state[key] = (value.t() if transpose else value).clone()
-        return state
+    def forward(self, left: torch.Tensor, right: torch.Tensor, members: slice = slice(None)) -> torch.Tensor:
+        """Logits of [left, o, right, =] at the last position.
+
+        left, right: (members, batch) operand tokens; members: which members of the model these
+        rows belong to (a contiguous slice). Returns (members, batch, classes)."""
+        m, b = left.shape
+        P = {name: p[members] for name, p in self.named_parameters() if "." not in name}
+        blocks = [{name: p[members] for name, p in blk.named_parameters()} for blk in self.blocks]
+        rows = torch.arange(m, device=left.device)[:, None]  # (members, 1)
+        elements = len(self.element_tokens)
+        if elements < b:  # shared prefix: one row per element, equations gather theirs
+            prefix_tokens, prefix_index = self.element_tokens.expand(m, elements), left - 2
+        else:  # fewer equations than elements: one prefix row per equation
+            prefix_tokens, prefix_index = left, torch.arange(b, device=left.device).expand(m, b)
+        constant = lambda token, like: torch.full_like(like, token)
+        embed = lambda tok, pos: P["tok_emb"][rows, tok] + P["pos_emb"][:, None, pos]
+        prefix = torch.stack([embed(prefix_tokens, 0), embed(constant(TOKEN_OP, prefix_tokens), 1)], 2)
+        suffix = torch.stack([embed(right, 2), embed(constant(TOKEN_EQ, right), 3)], 2)
+        x = torch.cat([prefix, suffix], 1)  # (members, prefix rows + batch, 2 positions, d)
+        r = prefix.shape[1]
+        for layer, w in enumerate(blocks):
+            x = self._block(x, r, rows, prefix_index, w, last=layer == len(blocks) - 1)
+        x = layer_norm(x, P["lnf_w"], P["lnf_b"])  # (members, batch, d)
+        return torch.baddbmm(P["head_b"][:, None], x, P["head_w"]) + self.class_mask[members]
+
+    def _block(self, x, r, rows, prefix_index, w, last):
+        """One decoder block on the prefix rows x[:, :r] (positions 0, 1) and the equation rows
+        x[:, r:] (positions 2, 3), each (members, rows, 2, d). Returns the same layout, or for
+        the last block the final position of the equation rows only, (members, batch, d)."""
+        m, d, h = x.shape[0], self.arch.d_model, self.arch.heads
+        split = lambda t, n: t.unflatten(-1, (n, h, d // h)).unbind(-3)  # n (..., heads, head_dim)
+        gather = lambda t: t[:, :r][rows, prefix_index]  # prefix rows -> one per equation
+        if last:  # keys and values everywhere, the query of position 3 only
+            k, v = split(linear(x, w["qkv_w"][..., d:], w["qkv_b"][:, d:]), 2)
+            q, = split(linear(x[:, r:, 1:], w["qkv_w"][..., :d], w["qkv_b"][:, :d]), 1)
+            keys, values = (torch.cat([gather(t), t[:, r:]], 2) for t in (k, v))
+            attn = attend(q, keys, values, None)  # position 3 sees all four
+            x = x[:, r:, 1:]
+        else:
+            q, k, v = split(linear(x, w["qkv_w"], w["qkv_b"]), 3)
+            prefix_attn = attend(q[:, :r], k[:, :r], v[:, :r], CAUSAL_2)
+            keys, values = (torch.cat([gather(t), t[:, r:]], 2) for t in (k, v))
+            attn = torch.cat([prefix_attn, attend(q[:, r:], keys, values, CAUSAL_SUFFIX)], 1)
+        a = layer_norm(x + linear(attn, w["out_w"], w["out_b"]), w["ln1_w"], w["ln1_b"])
+        f = linear(F.gelu(linear(a, w["ff1_w"], w["ff1_b"])), w["ff2_w"], w["ff2_b"])
+        out = layer_norm(a + f, w["ln2_w"], w["ln2_b"])
+        return out[:, :, 0] if last else out
+
+
+# Causal masks of the two attention patterns: [a, o] among themselves, and [b, =] over all four.
+CAUSAL_2 = ((0.0, -math.inf), (0.0, 0.0))
+CAUSAL_SUFFIX = ((0.0, 0.0, 0.0, -math.inf), (0.0, 0.0, 0.0, 0.0))
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Per-member affine map: x (members, ..., in), weight (members, in, out), bias (members, out)."""
+    flat = torch.baddbmm(bias[:, None], x.reshape(x.shape[0], -1, x.shape[-1]), weight)
+    return flat.view(*x.shape[:-1], weight.shape[-1])
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask) -> torch.Tensor:
+    """Softmax attention over a handful of positions, written out: with 2-4 positions the
+    products are too small for matmul kernels. q (m, rows, sq, heads, hd), k and v
+    (m, rows, sk, heads, hd), mask (sq, sk) additive or None -> (m, rows, sq, heads*hd)."""
+    scores = (q.unsqueeze(3) * k.unsqueeze(2)).sum(-1) * q.shape[-1] ** -0.5  # (m, rows, sq, sk, heads)
+    if mask is not None:
+        scores = scores + torch.tensor(mask, dtype=q.dtype, device=q.device)[:, :, None]
+    weights = scores.softmax(dim=3)
+    return (weights.unsqueeze(-1) * v.unsqueeze(2)).sum(3).flatten(-2)
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -560,53 +648,12 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tor
     return torch.addcmul(bias.view(shape), F.layer_norm(x, x.shape[-1:], eps=1e-5), weight.view(shape))
 
 
-# Stacked tensor -> (reference state-dict key, has a layer dimension, stored transposed).
-STACKED_TO_REFERENCE = {
-    "tok_emb": ("token_embeddings.weight", False, False),
-    "pos_emb": ("position_embeddings.weight", False, False),
-    "qkv_w": ("model.{layer}.self_attn.in_proj_weight", True, True),
-    "qkv_b": ("model.{layer}.self_attn.in_proj_bias", True, False),
-    "out_w": ("model.{layer}.self_attn.out_proj.weight", True, True),
-    "out_b": ("model.{layer}.self_attn.out_proj.bias", True, False),
-    "ln1_w": ("model.{layer}.self_attn_norm.weight", True, False),
-    "ln1_b": ("model.{layer}.self_attn_norm.bias", True, False),
-    "ff1_w": ("model.{layer}.ffn.0.weight", True, True),
-    "ff1_b": ("model.{layer}.ffn.0.bias", True, False),
-    "ff2_w": ("model.{layer}.ffn.2.weight", True, True),
-    "ff2_b": ("model.{layer}.ffn.2.bias", True, False),
-    "ln2_w": ("model.{layer}.ffn_norm.weight", True, False),
-    "ln2_b": ("model.{layer}.ffn_norm.bias", True, False),
-    "lnf_w": ("model.{final}.weight", False, False),
-    "lnf_b": ("model.{final}.bias", False, False),
-    "head_w": ("model.{head}.weight", False, True),
-    "head_b": ("model.{head}.bias", False, False),
-}
-STACKED_NAMES = tuple(STACKED_TO_REFERENCE)
-
-
-def reference_key(template: str, layers: int, layer: int = 0) -> str:
-    """In the reference, model.0 .. model.{layers-1} are blocks, then the final LayerNorm, the head."""
-    return template.format(layer=layer, final=layers, head=layers + 1)
-
-
-def reference_to_stacked(ref: ReferenceTransformer) -> dict[str, torch.Tensor]:
-    """A reference model's weights in the stacked layout of one member (layers stacked)."""
-    state, n = ref.state_dict(), len(ref.model) - 2
-    out = {}
-    for name, (key, per_layer, transpose) in STACKED_TO_REFERENCE.items():
-        def get(layer):
-            value = state[reference_key(key, n, layer)]
-            return value.t() if transpose else value
-        out[name] = torch.stack([get(layer) for layer in range(n)]) if per_layer else get(0)
-    return out
-
-
 # ======================================================================================
 # Training
 # ======================================================================================
 
 CURVE_NAMES = ("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
-EVAL_ACTIVATION_BUDGET = {"cpu": 2 ** 22, "cuda": 2 ** 27}  # floats in the widest eval activation
+EVAL_ACTIVATION_BUDGET = {"cpu": 2 ** 24, "cuda": 2 ** 28}  # floats in the widest eval activation
 
 
 def evaluation_steps(c: Config) -> list[int]:
@@ -620,7 +667,7 @@ def lr_factor(step: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps == 0 else min(step / warmup_steps, 1.0)
 
 
-def make_optimizer(params, c: Config, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(params, c: Config) -> torch.optim.AdamW:
     """One AdamW over the stacked parameters: every member gets exactly its own update."""
     return torch.optim.AdamW(params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay,
                              fused=True)
@@ -633,41 +680,51 @@ def member_losses(logits: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: BatchedTransformer, data: GroupData) -> torch.Tensor:
-    """(members, len(CURVE_NAMES)): loss and accuracy on the full training and validation splits,
-    and the weight norm. One pass over every equation; the split weights pick the averages."""
-    m, n = data.answers.shape
+    """(members, len(CURVE_NAMES)) float64: loss and accuracy on the full training and validation
+    splits, and the weight norm. One pass over every equation of each member; the split masks
+    pick the sums, which are accumulated in float64 so that accuracies are exact counts / n."""
     d = model.arch.d_model
-    chunk = max(16, EVAL_ACTIVATION_BUDGET[data.tokens.device.type] // (m * SEQ_LEN * 4 * d))
-    sums = torch.zeros(m, 4, device=data.tokens.device, dtype=model.tok_emb.dtype)
-    for start in range(0, n, chunk):
-        rows = slice(start, start + chunk)
-        logits = model(data.tokens[:, rows])
-        answers = data.answers[:, rows]
-        loss = member_losses(logits, answers)
-        correct = (logits.argmax(-1) == answers).to(loss.dtype)
-        tw, vw = data.train_weight[:, rows], data.val_weight[:, rows]
-        sums += torch.stack([(loss * tw).sum(1), (correct * tw).sum(1),
-                             (loss * vw).sum(1), (correct * vw).sum(1)], dim=1)
-    return torch.cat([sums, model.weight_norms()[:, None]], dim=1)
+    sums = torch.zeros(model.members, 4, device=data.answers.device, dtype=torch.float64)
+    for members, n in data.eval_blocks:
+        m = members.stop - members.start
+        chunk = max(64, EVAL_ACTIVATION_BUDGET[data.answers.device.type] // (m * 2 * 4 * d))
+        for start in range(0, n, chunk):
+            rows = slice(start, min(start + chunk, n))
+            logits = model(data.left[members, rows], data.right[members, rows], members)
+            answers = data.answers[members, rows]
+            loss = member_losses(logits, answers).double()
+            correct = (logits.argmax(-1) == answers).double()
+            train, val = data.train_mask[members, rows], data.val_mask[members, rows]
+            sums[members] += torch.stack([(loss * train).sum(1), (correct * train).sum(1),
+                                          (loss * val).sum(1), (correct * val).sum(1)], dim=1)
+    means = sums / data.split_sizes.repeat_interleave(2, dim=1)  # (train, train, val, val) sizes
+    return torch.cat([means, model.weight_norms().double()[:, None]], dim=1)
 
 
-def forward_flops(arch: Architecture, num_classes: int, seq: int = SEQ_LEN) -> int:
-    """Multiply-add FLOPs (2 per MAC) of one equation's forward pass with the last-position
-    shortcut: every block but the last runs on all positions; the last computes keys and values
-    for all positions and the rest for the last position; attention scores and mixing included."""
-    d = arch.d_model
-    full_block = seq * (2 * 12 * d * d + 2 * 2 * seq * d)  # qkv, out, mlp; scores and mixing
-    last_block = seq * 2 * 2 * d * d + 2 * 10 * d * d + 2 * 2 * seq * d
-    return (arch.layers - 1) * full_block + last_block + 2 * d * num_classes
+def forward_flops(arch: Architecture, num_classes: int, equations: int, prefix_rows: int) -> int:
+    """Matmul FLOPs (2 per multiply-add) of one forward pass of one member, as BatchedTransformer
+    computes it: `equations` rows of positions 2-3 plus `prefix_rows` shared rows of positions
+    0-1 in every block; the last block computes keys and values there, and the query, output
+    projection and MLP for position 3 only. Attention scores over 4 positions (< 1%) are left out."""
+    d, position_rows = arch.d_model, 2 * (equations + prefix_rows)
+    full_block = position_rows * 2 * 12 * d * d  # qkv 3d^2, output d^2, MLP 8d^2 multiply-adds
+    last_block = position_rows * 2 * 2 * d * d + equations * 2 * 10 * d * d
+    return (arch.layers - 1) * full_block + last_block + equations * 2 * d * num_classes
+
+
+def step_flops(arch: Architecture, table: TaskTable, c: Config) -> int:
+    """One training step of one member: forward and backward (twice the forward)."""
+    prefix = min(table.num_classes, c.batch_size)
+    return 3 * forward_flops(arch, table.num_classes, c.batch_size, prefix)
 
 
 def group_flops(arch: Architecture, members: list[Member], tables: dict[str, TaskTable], c: Config) -> float:
-    """Training (forward + backward = 3x forward) and evaluation FLOPs of a whole group."""
+    """Training and evaluation FLOPs of a whole group."""
     total = 0.0
     for mb in members:
         t = tables[mb.task]
-        f = forward_flops(arch, t.num_classes)
-        total += 3 * f * c.batch_size * c.num_steps + f * len(t.answers) * len(evaluation_steps(c))
+        evaluation = forward_flops(arch, t.num_classes, len(t.answers), t.num_classes)
+        total += step_flops(arch, t, c) * c.num_steps + evaluation * len(evaluation_steps(c))
     return total
 
 
@@ -696,16 +753,16 @@ def train_group(arch: Architecture, members: list[Member], tables: dict[str, Tas
     references = [reference_model(arch, tables[mb.task], mb.seed) for mb in members]
     model = BatchedTransformer(arch, references, [tables[mb.task].num_classes for mb in members],
                                dtype=dtype).to(device)
-    data = GroupData(members, tables, c, device, dtype)
-    optimizer = make_optimizer(model.parameters(), c, device)
+    data = GroupData(members, tables, c, device)
+    optimizer = make_optimizer(model.parameters(), c)
     steps = evaluation_steps(c)
-    curves = torch.zeros(len(members), len(steps), len(CURVE_NAMES), device=device, dtype=dtype)
+    curves = torch.zeros(len(members), len(steps), len(CURVE_NAMES), device=device, dtype=torch.float64)
     eval_time, next_eval = 0.0, 0
     for step in range(c.num_steps):
         for group in optimizer.param_groups:
             group["lr"] = c.lr * lr_factor(step, c.warmup_steps)
-        tokens, answers = data.batch(step)
-        loss = member_losses(model(tokens), answers).mean(1).sum()  # members are independent
+        left, right, answers = data.batch(step)
+        loss = member_losses(model(left, right), answers).mean(1).sum()  # members are independent
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -718,7 +775,7 @@ def train_group(arch: Architecture, members: list[Member], tables: dict[str, Tas
             next_eval += 1
             if on_eval is not None:
                 on_eval(step + 1)
-    result = GroupResult(arch, members, np.array(steps), curves.double().cpu().numpy(),
+    result = GroupResult(arch, members, np.array(steps), curves.cpu().numpy(),
                          time.perf_counter() - start, eval_time)
     return result, model
 
@@ -854,6 +911,19 @@ def source_hash() -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def git_state() -> dict:
+    """The commit of this file's repository and whether experiment.py differs from it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        git = lambda *a: subprocess.run(["git", "-C", here, *a], capture_output=True, text=True,
+                                        timeout=10).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        modified = bool(git("status", "--porcelain", "--", os.path.basename(__file__)))
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "source_modified": None}
+    return {"git_commit": commit or None, "source_modified": modified if commit else None}
+
+
 def result_key(task: str, arch: Architecture, single_architecture: bool) -> str:
     """final_info.json key: the task alone when the study has one architecture (a drop-in
     AI-Scientist baseline), else task/architecture."""
@@ -965,9 +1035,28 @@ def configure_backend(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
     else:
         torch.set_num_threads(os.cpu_count() or 1)
+        keep_freed_memory()
 
 
-CPU_FLOPS_ESTIMATE = 40e9  # sustained FLOP/s of this code on a 2-core CPU, for the time estimate
+def keep_freed_memory() -> None:
+    """Make glibc reuse freed activation buffers instead of returning them to the OS.
+
+    Every training step allocates the same tens of MB of activations. By default glibc maps
+    each large block afresh and unmaps it on free, so every elementwise op pays page faults on
+    new memory: measured 5x slower on a 2-core machine. Serving them from a heap that is never
+    trimmed removes that cost. No effect (and no error) where glibc is not the allocator."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4  # from glibc's malloc.h
+    libc.mallopt(M_MMAP_MAX, 0)  # no per-block mmap: large blocks come from the heap
+    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)  # keep up to 1 GiB of freed heap
+    libc.mallopt(M_TOP_PAD, 1 << 28)  # grow the heap in 256 MiB steps
+
+
+CPU_FLOPS_ESTIMATE = 50e9  # sustained FLOP/s of this code on a 2-core CPU (measured 20-75), for the warning
 
 
 def group_summary(result: GroupResult, c: Config) -> str:
@@ -1037,7 +1126,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(device), "device_name": device_name(device),
         "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "host": socket.gethostname(),
-        "source_sha256": source_hash(),
+        "source_sha256": source_hash(), **git_state(),
     }
     write_outputs(options["out_dir"], results, tables, c, options, provenance)
     print(f"wrote {options['out_dir']}/final_info.json ({runs} runs) in "

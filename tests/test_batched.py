@@ -27,9 +27,9 @@ def train_alone(arch, member, table, c):
     train, val = ex.split_table(len(table.answers), c.train_fraction, ex.data_generator(member.seed))
     curve = []
     for step in range(c.num_steps):
-        tokens, answers = data.batch(step)
+        left, right, answers = data.batch(step)
         optimizer.zero_grad()
-        loss = F.cross_entropy(model(tokens[0]), answers[0])
+        loss = F.cross_entropy(model(ex.equation_tokens(left[0], right[0])), answers[0])
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -73,7 +73,7 @@ def test_forward_matches_reference_at_initialization(trained):
     batched = ex.BatchedTransformer(arch, refs, [tables[m.task].num_classes for m in members],
                                     dtype=torch.float64)
     tokens = torch.stack([tables[m.task].tokens[:30] for m in members])
-    logits = batched(tokens)
+    logits = batched(tokens[..., 0], tokens[..., 2])
     for i, (m, ref) in enumerate(zip(members, refs)):
         k = tables[m.task].num_classes
         torch.testing.assert_close(logits[i, :, :k], ref(tokens[i]), rtol=0, atol=1e-12)
@@ -108,7 +108,7 @@ def test_batch_stream_does_not_depend_on_chunking(monkeypatch):
     c = dataclasses.replace(CONFIG, tasks=("x_plus_y",))
     member = ex.Member("x_plus_y", 3)
     reference = ex.GroupData([member], {"x_plus_y": table}, c, "cpu")
-    first = [reference.batch(s)[0] for s in range(7)]
+    first = [reference.batch(s)[1] for s in range(7)]
     monkeypatch.setattr(ex.GroupData, "BATCH_CHUNK", 3)
     chunked = ex.GroupData([member], {"x_plus_y": table}, c, "cpu")
-    assert all(torch.equal(a, chunked.batch(s)[0]) for s, a in enumerate(first))
+    assert all(torch.equal(a, chunked.batch(s)[1]) for s, a in enumerate(first))

@@ -1,0 +1,159 @@
+"""The command line as the AI-Scientist harness and a researcher use it."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import experiment as ex
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--tasks=x_plus_y,permutation", "--layers=1", "--dims=16", "--heads=2", "--seeds=2",
+        "--num_steps=20", "--eval_every=10", "--prime=11", "--perm_k=3", "--batch_size=32"]
+
+
+def run(args, env=None, cwd=ROOT):
+    environ = {k: v for k, v in os.environ.items() if k != "GROKKING_PRESET"}
+    environ.update(env or {})
+    return subprocess.run([sys.executable, os.path.join(ROOT, "experiment.py"), *args],
+                          capture_output=True, text=True, env=environ, cwd=cwd, timeout=600)
+
+
+BAD_INPUTS = [
+    (["--layers=1,2"], "--out_dir is required"),
+    (["--colour=red"], "unknown option --colour"),
+    (["--num_steps=ten"], "expected an integer"),
+    (["--layers=1,x"], "comma-separated list of integers"),
+    (["--lr=fast"], "expected a number"),
+    (["--dims=64", "--heads=3"], "3 heads do not divide d_model 64"),
+    (["--tasks=x_times_y"], "unknown task 'x_times_y'"),
+    (["--train_fraction=0"], "strictly between 0 and 1"),
+    (["--train_fraction=1.5"], "strictly between 0 and 1"),
+    (["--num_steps=0"], "--num_steps must be a positive integer"),
+    (["--eval_every=-5"], "--eval_every must be a positive integer"),
+    (["--prime=91"], "--prime=91 is not prime"),
+    (["--preset=huge"], "unknown preset 'huge'"),
+    (["--perm_k=9"], "--perm_k must lie in 2..6"),
+    (["--device=tpu"], "use auto, cpu, cuda or cuda:N"),
+    (["stray"], "unexpected argument 'stray'"),
+    (["--seeds"], "--seeds needs a value"),
+    (["--seeds=1", "--seeds=2"], "--seeds is given twice"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "run_x"
+    full = args if args == ["--layers=1,2"] else [f"--out_dir={out}", *args]
+    result = run(full)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.skipif(ex.torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_refused(tmp_path):
+    result = run([f"--out_dir={tmp_path / 'r'}", "--device=cuda"])
+    assert result.returncode == 2 and "no CUDA GPU is visible" in result.stderr
+
+
+def test_existing_results_are_never_overwritten_by_accident(tmp_path):
+    out = tmp_path / "run_0"
+    out.mkdir()
+    (out / "final_info.json").write_text('{"keep": 1}')
+    result = run([f"--out_dir={out}", *TINY])
+    assert result.returncode == 2 and "not empty" in result.stderr and "--overwrite=1" in result.stderr
+    assert (out / "final_info.json").read_text() == '{"keep": 1}'
+
+
+def test_unwritable_out_dir(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run([f"--out_dir={blocker / 'sub'}", *TINY])
+    assert result.returncode == 2 and "cannot write to --out_dir" in result.stderr
+    assert blocker.read_text() == "x"
+
+
+def test_overrides_and_preset_resolution():
+    c, options = ex.resolve_config(["--out_dir=x", "--layers=1,2", "--dims=64", "--heads=4",
+                                    "--tasks=x_plus_y,permutation", "--seeds=2", "--num_steps=300"], environ={})
+    assert (c.layers, c.dims, c.heads, c.tasks, c.seeds, c.num_steps) == (
+        (1, 2), (64,), (4,), ("x_plus_y", "permutation"), 2, 300)
+    assert c.lr == 1e-3 and options["preset"] is None
+    default, _ = ex.resolve_config(["--out_dir=x"], environ={})
+    assert default == ex.Config() and len(default.architectures()) * len(default.tasks) * default.seeds == 540
+    base, options = ex.resolve_config(["--out_dir", "x"], environ={"GROKKING_PRESET": "baseline"})
+    assert options["preset"] == "baseline" and base.architectures() == [ex.Architecture(2, 128, 4)]
+    assert base.seeds == 3 and base.tasks == ex.TASKS
+    override, _ = ex.resolve_config(["--out_dir=x", "--preset=baseline", "--seeds=1"],
+                                    environ={"GROKKING_PRESET": "smoke"})
+    assert override.seeds == 1 and override.dims == (128,)  # --preset beats the variable
+
+
+def test_help_lists_every_field():
+    result = run(["--help"])
+    assert result.returncode == 0
+    for field in ex.Config.__dataclass_fields__:
+        assert f"--{field}" in result.stdout
+
+
+def check_final_info(info, runs, keys):
+    assert sorted(info) == sorted(keys)
+    for key, entry in info.items():
+        assert set(entry) == {"means", "stderrs", "final_info_dict"}
+        for metric, values in entry["final_info_dict"].items():
+            defined = [v for v in values if v is not None]
+            mean = entry["means"][f"{metric}_mean"]
+            assert mean == pytest.approx(np.mean(defined)) if defined else mean is None
+            stderr = entry["stderrs"][f"{metric}_stderr"]
+            if len(defined) > 1:
+                assert stderr == pytest.approx(np.std(defined, ddof=1) / math.sqrt(len(defined)))
+        task = key.split("/")[0]
+        seeds = [r for r in runs if r["task"] == task and (("/" not in key) or r["architecture"] == key.split("/")[1])]
+        assert entry["final_info_dict"]["step_val_acc_99"] == [r["step_val_acc_99"] for r in seeds]
+
+
+def test_single_architecture_study_is_a_drop_in_baseline(tmp_path):
+    out = tmp_path / "run_0"
+    result = run([f"--out_dir={out}", *TINY])
+    assert result.returncode == 0, result.stderr
+    info = json.loads((out / "final_info.json").read_text())
+    runs = json.loads((out / "runs.json").read_text())
+    check_final_info(info, runs, ["x_plus_y", "permutation"])
+    assert "study: 1 architectures x 2 tasks x 2 seeds = 4 runs" in result.stdout
+
+
+@pytest.mark.slow
+def test_smoke_preset_end_to_end(tmp_path):
+    """The real script, the smoke preset chosen the harness's way: only --out_dir on the line."""
+    out = tmp_path / "run_1"
+    result = run([f"--out_dir={out}"], env={"GROKKING_PRESET": "smoke"})
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(out)) == sorted(ex.OUTPUT_FILES)
+    config = json.loads((out / "config.json").read_text())
+    assert config["preset"] == "smoke" and config["config"]["dims"] == [32]
+    assert set(config["varied"]) >= {"layers", "dims", "heads", "seeds", "num_steps", "eval_every"}
+    archs = json.loads((out / "architectures.json").read_text())
+    assert [a["name"] for a in archs] == ["L1_D32_H4", "L2_D32_H4"]
+    assert [a["bucket"] for a in archs] == ["small", "large"]
+    runs = json.loads((out / "runs.json").read_text())
+    assert len(runs) == 2 * 4 * 2
+    info = json.loads((out / "final_info.json").read_text())
+    check_final_info(info, runs, [f"{t}/{a}" for t in ex.TASKS for a in ("L1_D32_H4", "L2_D32_H4")])
+    curves = np.load(out / "curves.npz")
+    assert list(curves["step"]) == list(range(20, 201, 20))
+    for name in ex.CURVE_NAMES:
+        assert curves[name].shape == (len(runs), 10) and np.isfinite(curves[name]).all()
+    assert (curves["train_loss"][:, -1] < curves["train_loss"][:, 0]).all()  # it learned something
+    for r, loss in zip(runs, curves["val_loss"][:, -1]):
+        assert r["final_val_loss"] == pytest.approx(loss)
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["torch"] == ex.torch.__version__ and len(provenance["source_sha256"]) == 64
+    assert [g["architecture"] for g in provenance["groups"]] == ["L1_D32_H4", "L2_D32_H4"]
+    # one summary line per finished group
+    assert sum(line.startswith("L") and "grok" in line for line in result.stdout.splitlines()) == 2
