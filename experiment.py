@@ -88,7 +88,9 @@ PRESETS: dict[str, dict] = {
     # The template's baseline: one architecture, all four tasks, 3 seeds. Produces run_0/.
     "baseline": dict(layers=(2,), dims=(128,), heads=(4,), seeds=3),
     # Every code path in well under a minute on 2 CPU cores; for tests, not for science.
-    "smoke": dict(layers=(1, 2), dims=(32,), heads=(4,), seeds=2, num_steps=200, eval_every=20),
+    # Small tables (p = 23, S_4) so that the 2-layer model memorizes within the budget.
+    "smoke": dict(layers=(1, 2), dims=(32,), heads=(4,), seeds=2, prime=23, perm_k=4, num_steps=300,
+                  eval_every=10),
     # A CPU quick start in which memorization and then grokking happen within minutes:
     # a shallow-wide and a deep-narrow model on x+y mod 59 with more training data.
     "demo": dict(tasks=("x_plus_y",), layers=(1, 2), dims=(64, 32), heads=(4,), seeds=2,
@@ -1034,7 +1036,9 @@ def configure_backend(device: torch.device) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: the template's fp32 at tensor-core speed
         torch.backends.cudnn.allow_tf32 = True
     else:
-        torch.set_num_threads(os.cpu_count() or 1)
+        if "OMP_NUM_THREADS" not in os.environ:  # an explicit thread count wins
+            torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                  else os.cpu_count() or 1)
         keep_freed_memory()
 
 
@@ -1057,6 +1061,10 @@ def keep_freed_memory() -> None:
 
 
 CPU_FLOPS_ESTIMATE = 50e9  # sustained FLOP/s of this code on a 2-core CPU (measured 20-75), for the warning
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def group_summary(result: GroupResult, c: Config) -> str:
@@ -1090,8 +1098,9 @@ def main(argv: list[str] | None = None) -> int:
     members = [Member(t, s) for t in c.tasks for s in range(c.seeds)]
     costs = [group_flops(a, members, tables, c) for a in archs]
     runs = len(archs) * len(members)
-    print(f"study: {len(archs)} architectures x {len(c.tasks)} tasks x {c.seeds} seeds = {runs} runs "
-          f"of {c.num_steps} steps, as {len(archs)} groups of {len(members)} members, on "
+    print(f"study: {plural(len(archs), 'architecture')} x {plural(len(c.tasks), 'task')} x "
+          f"{plural(c.seeds, 'seed')} = {plural(runs, 'run')} of {c.num_steps} steps, as "
+          f"{plural(len(archs), 'group')} of {plural(len(members), 'member')}, on "
           f"{device_name(device)}; {sum(costs) / 1e12:.1f} TFLOP", flush=True)
     if device.type == "cpu" and sum(costs) / CPU_FLOPS_ESTIMATE > 1800:
         hours = sum(costs) / CPU_FLOPS_ESTIMATE / 3600

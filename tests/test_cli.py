@@ -125,7 +125,7 @@ def test_single_architecture_study_is_a_drop_in_baseline(tmp_path):
     info = json.loads((out / "final_info.json").read_text())
     runs = json.loads((out / "runs.json").read_text())
     check_final_info(info, runs, ["x_plus_y", "permutation"])
-    assert "study: 1 architectures x 2 tasks x 2 seeds = 4 runs" in result.stdout
+    assert "study: 1 architecture x 2 tasks x 2 seeds = 4 runs" in result.stdout
 
 
 @pytest.mark.slow
@@ -137,7 +137,8 @@ def test_smoke_preset_end_to_end(tmp_path):
     assert sorted(os.listdir(out)) == sorted(ex.OUTPUT_FILES)
     config = json.loads((out / "config.json").read_text())
     assert config["preset"] == "smoke" and config["config"]["dims"] == [32]
-    assert set(config["varied"]) >= {"layers", "dims", "heads", "seeds", "num_steps", "eval_every"}
+    assert config["config"]["prime"] == 23 and config["config"]["num_steps"] == 300
+    assert set(config["varied"]) == {"layers", "dims", "heads", "seeds", "num_steps", "prime", "perm_k"}
     archs = json.loads((out / "architectures.json").read_text())
     assert [a["name"] for a in archs] == ["L1_D32_H4", "L2_D32_H4"]
     assert [a["bucket"] for a in archs] == ["small", "large"]
@@ -146,9 +147,9 @@ def test_smoke_preset_end_to_end(tmp_path):
     info = json.loads((out / "final_info.json").read_text())
     check_final_info(info, runs, [f"{t}/{a}" for t in ex.TASKS for a in ("L1_D32_H4", "L2_D32_H4")])
     curves = np.load(out / "curves.npz")
-    assert list(curves["step"]) == list(range(20, 201, 20))
+    assert list(curves["step"]) == list(range(10, 301, 10))
     for name in ex.CURVE_NAMES:
-        assert curves[name].shape == (len(runs), 10) and np.isfinite(curves[name]).all()
+        assert curves[name].shape == (len(runs), 30) and np.isfinite(curves[name]).all()
     assert (curves["train_loss"][:, -1] < curves["train_loss"][:, 0]).all()  # it learned something
     for r, loss in zip(runs, curves["val_loss"][:, -1]):
         assert r["final_val_loss"] == pytest.approx(loss)
