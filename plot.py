@@ -17,8 +17,10 @@ Table: summary.md (also printed), ready to paste into notes.txt.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import multiprocessing
 import os
 import re
 import sys
@@ -201,41 +203,41 @@ def suptitle(fig, text: str) -> None:
     fig.suptitle(textwrap.fill(text, chars), fontsize=10)
 
 
-def save(fig, out: str, filename: str, written: list[str]) -> None:
-    path = os.path.join(out, filename)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
-    written.append(path)
+def finish(fig, filename: str, bottom: float = 0.0) -> tuple:
+    """Lay out a figure, leaving room for its wrapped title and `bottom` inches below (for a
+    figure legend), and hand it to the saver."""
+    title = fig.get_suptitle()
+    top = 0.1 + 0.22 * (title.count("\n") + 1) if title else 0.0
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, bottom / height, 1, 1 - top / height))
+    return fig, filename
 
 
-def figure_curves(runs: list[Run], out: str, written: list[str]) -> None:
-    """Figure 1: per task and curve, every run's mean over its seeds (and architectures)."""
-    tasks = list(dict.fromkeys(t for run in runs for t in run.tasks))
-    colors = plt.get_cmap("tab10")
-    for task in tasks:
-        for curve, title in CURVES.items():
-            fig, ax = plt.subplots(figsize=(7, 4.5))
-            for i, run in enumerate(runs):
-                rows = run.rows(task=task)
-                if not rows:
-                    continue
-                archs = len({run.records[r]["architecture"] for r in rows})
-                mean, stderr = mean_stderr(run.curves[curve][rows])
-                label = run.label + (f" (mean of {archs} architectures)" if archs > 1 else "")
-                ax.plot(run.curves["step"], mean, color=colors(i % 10), label=textwrap.shorten(label, 90), lw=1.3)
-                ax.fill_between(run.curves["step"], mean - stderr, mean + stderr, color=colors(i % 10),
-                                alpha=0.2, lw=0)
-            if curve.endswith("loss"):
-                ax.set_yscale("log")
-                ax.set_ylabel("cross-entropy loss (nats, log scale)")
-            else:
-                ax.set_ylim(-0.02, 1.02)
-                ax.set_ylabel("accuracy (fraction correct)")
-            ax.set_xlabel(STEP_LABEL)
-            ax.set_title(f"{title.capitalize()}: {TASK_TITLES.get(task, task)}\n(mean ± s.e. over seeds)")
-            ax.legend(fontsize=8)
-            ax.grid(alpha=0.3)
-            save(fig, out, f"{curve}_{task}.png", written)
+def figure_curve(runs: list[Run], task: str, curve: str):
+    """Figure 1: for one task and curve, every run's mean over its seeds (and architectures)."""
+    colors, title = plt.get_cmap("tab10"), CURVES[curve]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, run in enumerate(runs):
+        rows = run.rows(task=task)
+        if not rows:
+            continue
+        archs = len({run.records[r]["architecture"] for r in rows})
+        mean, stderr = mean_stderr(run.curves[curve][rows])
+        label = run.label + (f" (mean of {archs} architectures)" if archs > 1 else "")
+        ax.plot(run.curves["step"], mean, color=colors(i % 10), label=textwrap.shorten(label, 90), lw=1.3)
+        ax.fill_between(run.curves["step"], mean - stderr, mean + stderr, color=colors(i % 10),
+                        alpha=0.2, lw=0)
+    if curve.endswith("loss"):
+        ax.set_yscale("log")
+        ax.set_ylabel("cross-entropy loss (nats, log scale)")
+    else:
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("accuracy (fraction correct)")
+    ax.set_xlabel(STEP_LABEL)
+    ax.set_title(f"{title.capitalize()}: {TASK_TITLES.get(task, task)}\n(mean ± s.e. over seeds)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return finish(fig, f"{curve}_{task}.png")
 
 
 def aspect_colors(archs: list[dict]):
@@ -249,48 +251,45 @@ def aspect_colors(archs: list[dict]):
 HEAD_STYLES = ["-", "--", ":", "-."]
 
 
-def figure_capacity(run: Run, out: str, written: list[str]) -> None:
-    """Figure 2: per bucket, train and validation accuracy of every architecture in it."""
+def figure_capacity(run: Run, bucket: str):
+    """Figure 2: in one capacity bucket, train and validation accuracy of every architecture."""
     budget = run.config["num_steps"]
     heads = sorted({a["heads"] for a in run.architectures})
-    for bucket in dict.fromkeys(a["bucket"] for a in run.architectures):
-        archs = sorted((a for a in run.architectures if a["bucket"] == bucket),
-                       key=lambda a: (a["aspect_ratio"], a["heads"]))
-        color = aspect_colors(archs)
-        fig, axes = plt.subplots(len(run.tasks), 2, figsize=(12, 3.2 * len(run.tasks)), squeeze=False)
-        for row, task in enumerate(run.tasks):
-            for col, (curve, marker_key) in enumerate((("train_acc", "mem"), ("val_acc", "grok"))):
-                ax = axes[row, col]
-                for a in archs:
-                    rows = run.rows(task=task, architecture=a["name"])
-                    mean, _ = mean_stderr(run.curves[curve][rows])
-                    style = HEAD_STYLES[heads.index(a["heads"]) % len(HEAD_STYLES)]
-                    ax.plot(run.curves["step"], mean, color=color(a), ls=style, lw=1.2,
-                            label=f"{arch_shape(a)}, {a['heads']} heads")
-                    step = grokking_summary([run.records[r] for r in rows], budget)[marker_key][0]
-                    if step is not None:
-                        ax.plot(step, 0.99, marker="o", color=color(a), ms=5, mec="black", mew=0.5)
-                ax.set_ylim(-0.02, 1.02)
-                ax.grid(alpha=0.3)
-                ax.set_title(f"{TASK_TITLES.get(task, task)}: {CURVES[curve]}", fontsize=10)
-                ax.set_ylabel("accuracy (fraction)")
-                if row == len(run.tasks) - 1:
-                    ax.set_xlabel(STEP_LABEL)
-        handles, names = axes[0, 0].get_legend_handles_labels()
-        fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), fontsize=8,
-                   bbox_to_anchor=(0.5, 0.0))
-        suptitle(fig, f"{run.label}: {bucket} capacity bucket. Colour: deep-narrow (dark) to "
-                      "wide-shallow (light); line style: heads; dots: mean memorization (left) and "
-                      "grokking (right) step over the seeds that reached 99%")
-        legend_rows = math.ceil(len(names) / 6)
-        fig.tight_layout(rect=(0, (0.1 + 0.22 * legend_rows) / fig.get_figheight(), 1, 1))
-        save(fig, out, f"{run.name}_capacity_{bucket}.png", written)
+    archs = sorted((a for a in run.architectures if a["bucket"] == bucket),
+                   key=lambda a: (a["aspect_ratio"], a["heads"]))
+    color = aspect_colors(archs)
+    fig, axes = plt.subplots(len(run.tasks), 2, figsize=(12, 3.2 * len(run.tasks)), squeeze=False)
+    for row, task in enumerate(run.tasks):
+        for col, (curve, marker_key) in enumerate((("train_acc", "mem"), ("val_acc", "grok"))):
+            ax = axes[row, col]
+            for a in archs:
+                rows = run.rows(task=task, architecture=a["name"])
+                mean, _ = mean_stderr(run.curves[curve][rows])
+                style = HEAD_STYLES[heads.index(a["heads"]) % len(HEAD_STYLES)]
+                ax.plot(run.curves["step"], mean, color=color(a), ls=style, lw=1.2,
+                        label=f"{arch_shape(a)}, {a['heads']} heads")
+                step = grokking_summary([run.records[r] for r in rows], budget)[marker_key][0]
+                if step is not None:
+                    ax.plot(step, 0.99, marker="o", color=color(a), ms=5, mec="black", mew=0.5)
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            ax.set_title(f"{TASK_TITLES.get(task, task)}: {CURVES[curve]}", fontsize=10)
+            ax.set_ylabel("accuracy (fraction)")
+            if row == len(run.tasks) - 1:
+                ax.set_xlabel(STEP_LABEL)
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), fontsize=8,
+               bbox_to_anchor=(0.5, 0.0))
+    suptitle(fig, f"{run.label}: {bucket} capacity bucket. Colour: deep-narrow (dark) to "
+                  "wide-shallow (light); line style: heads; dots: mean memorization (left) and "
+                  "grokking (right) step over the seeds that reached 99%")
+    return finish(fig, f"{run.name}_capacity_{bucket}.png", bottom=0.1 + 0.22 * math.ceil(len(names) / 6))
 
 
 DEPTH_MARKERS = ["o", "s", "^", "D", "v", "P"]
 
 
-def figure_steps_vs_params(run: Run, out: str, written: list[str]) -> None:
+def figure_steps_vs_params(run: Run):
     """Figure 3: memorization and grokking step against parameter count; censored seeds open."""
     budget = run.config["num_steps"]
     depths = sorted({a["layers"] for a in run.architectures})
@@ -323,47 +322,44 @@ def figure_steps_vs_params(run: Run, out: str, written: list[str]) -> None:
     axes[0, -1].legend(handles=legend, fontsize=7, loc="lower right")
     suptitle(fig, f"{run.label}: steps to memorization and grokking vs size (mean ± s.e. over the "
                   "seeds that reached 99%; open markers: seeds that never did)")
-    fig.tight_layout()
-    save(fig, out, f"{run.name}_steps_vs_params.png", written)
+    return finish(fig, f"{run.name}_steps_vs_params.png")
 
 
-def figure_heatmaps(run: Run, out: str, written: list[str]) -> None:
-    """Figure 4: per task, mean grokking step and fraction grokked over layers x d_model."""
+def figure_heatmap(run: Run, task: str):
+    """Figure 4: for one task, mean grokking step and fraction grokked over layers x d_model."""
     budget = run.config["num_steps"]
     layers = sorted({a["layers"] for a in run.architectures})
     dims = sorted({a["d_model"] for a in run.architectures})
     heads = sorted({a["heads"] for a in run.architectures})
-    for task in run.tasks:
-        fig, axes = plt.subplots(2, len(heads), figsize=(3.6 * len(heads) + 1, 6.4), squeeze=False)
-        for col, h in enumerate(heads):
-            step = np.full((len(layers), len(dims)), np.nan)
-            fraction = np.full_like(step, np.nan)
-            for a in run.architectures:
-                if a["heads"] != h:
-                    continue
-                s = grokking_summary([run.records[r] for r in run.rows(task=task, architecture=a["name"])], budget)
-                i, j = layers.index(a["layers"]), dims.index(a["d_model"])
-                fraction[i, j] = s["grokked"] / s["n"]
-                step[i, j] = s["grok"][0] if s["grok"][0] is not None else np.nan
-            for row, (values, title, cmap, vmin, vmax) in enumerate((
-                    (step, "mean grokking step", "magma_r", 0, budget),
-                    (fraction, "fraction of seeds grokked", "Greens", 0, 1))):
-                ax = axes[row, col]
-                image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
-                for (i, j), v in np.ndenumerate(values):
-                    text = "never" if np.isnan(v) else (f"{v:.0f}" if row == 0 else f"{v:.2f}")
-                    ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                            color="black" if np.isnan(v) or (v - vmin) / (vmax - vmin) < 0.6 else "white")
-                ax.set_xticks(range(len(dims)), [str(d) for d in dims])
-                ax.set_yticks(range(len(layers)), [str(n) for n in layers])
-                ax.set_xlabel("d_model")
-                ax.set_ylabel("layers")
-                ax.set_title(f"{h} heads: {title}", fontsize=9)
-                fig.colorbar(image, ax=ax, shrink=0.8)
-        suptitle(fig, f"{run.label}: {TASK_TITLES.get(task, task)} (grokking step averaged over the "
-                      "seeds that grokked; 'never': no seed did)")
-        fig.tight_layout()
-        save(fig, out, f"{run.name}_heatmap_{task}.png", written)
+    fig, axes = plt.subplots(2, len(heads), figsize=(3.6 * len(heads) + 1, 6.4), squeeze=False)
+    for col, h in enumerate(heads):
+        step = np.full((len(layers), len(dims)), np.nan)
+        fraction = np.full_like(step, np.nan)
+        for a in run.architectures:
+            if a["heads"] != h:
+                continue
+            s = grokking_summary([run.records[r] for r in run.rows(task=task, architecture=a["name"])], budget)
+            i, j = layers.index(a["layers"]), dims.index(a["d_model"])
+            fraction[i, j] = s["grokked"] / s["n"]
+            step[i, j] = s["grok"][0] if s["grok"][0] is not None else np.nan
+        for row, (values, title, cmap, vmin, vmax) in enumerate((
+                (step, "mean grokking step", "magma_r", 0, budget),
+                (fraction, "fraction of seeds grokked", "Greens", 0, 1))):
+            ax = axes[row, col]
+            image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
+            for (i, j), v in np.ndenumerate(values):
+                text = "never" if np.isnan(v) else (f"{v:.0f}" if row == 0 else f"{v:.2f}")
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="black" if np.isnan(v) or (v - vmin) / (vmax - vmin) < 0.6 else "white")
+            ax.set_xticks(range(len(dims)), [str(d) for d in dims])
+            ax.set_yticks(range(len(layers)), [str(n) for n in layers])
+            ax.set_xlabel("d_model")
+            ax.set_ylabel("layers")
+            ax.set_title(f"{h} heads: {title}", fontsize=9)
+            fig.colorbar(image, ax=ax, shrink=0.8)
+    suptitle(fig, f"{run.label}: {TASK_TITLES.get(task, task)} (grokking step averaged over the "
+                  "seeds that grokked; 'never': no seed did)")
+    return finish(fig, f"{run.name}_heatmap_{task}.png")
 
 
 def deep_vs_wide(run: Run) -> list[dict]:
@@ -382,12 +378,12 @@ def deep_vs_wide(run: Run) -> list[dict]:
     return results
 
 
-def figure_deep_vs_wide(run: Run, comparisons: list[dict], out: str, written: list[str]) -> None:
+def figure_deep_vs_wide(run: Run, comparisons: list[dict]):
     """Figure 5: grokking step difference at matched capacity, one panel per pair."""
     pairs = list(dict.fromkeys((c["deep"]["name"].rsplit("_H", 1)[0], c["wide"]["name"].rsplit("_H", 1)[0])
                                for c in comparisons))
     if not pairs:
-        return
+        return None
     heads = sorted({c["heads"] for c in comparisons})
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.2), squeeze=False, sharey=True)
     colors = plt.get_cmap("tab10")
@@ -409,11 +405,10 @@ def figure_deep_vs_wide(run: Run, comparisons: list[dict], out: str, written: li
     axes[0, 0].set_ylabel("grokking step difference, deep - wide\n(> 0: the wide-shallow model groks first)")
     suptitle(fig, f"{run.label}: deep-narrow vs wide-shallow at matched capacity (paired bootstrap "
                   "95% interval over seeds; seeds that never grokked count at the budget)")
-    fig.tight_layout()
-    save(fig, out, f"{run.name}_deep_vs_wide.png", written)
+    return finish(fig, f"{run.name}_deep_vs_wide.png")
 
 
-def figure_stability(run: Run, out: str, written: list[str]) -> None:
+def figure_stability(run: Run):
     """Figure 6: fraction of post-grokking evaluations that stay above 99%, per architecture."""
     budget = run.config["num_steps"]
     archs = sorted(run.architectures, key=lambda a: (a["parameter_count"], a["heads"]))
@@ -435,8 +430,7 @@ def figure_stability(run: Run, out: str, written: list[str]) -> None:
     axes[-1, 0].set_xlabel("architecture (layers x d_model, heads), by parameter count")
     suptitle(fig, f"{run.label}: stability after grokking (fraction of the evaluations after the first "
                   "> 99% that stay > 99%; mean ± s.e. over grokked seeds)")
-    fig.tight_layout()
-    save(fig, out, f"{run.name}_stability.png", written)
+    return finish(fig, f"{run.name}_stability.png")
 
 
 # ======================================================================================
@@ -484,6 +478,50 @@ def summary_table(runs: list[Run], comparisons: dict[str, list[dict]]) -> str:
 # ======================================================================================
 
 
+def figure_jobs(runs: list[Run], comparisons: dict[str, list[dict]]) -> list:
+    """Every figure to draw, as a call that returns (figure, file name) or None."""
+    tasks = list(dict.fromkeys(t for run in runs for t in run.tasks))
+    jobs = [functools.partial(figure_curve, runs, task, curve) for task in tasks for curve in CURVES]
+    for run in runs:
+        if len(run.architectures) < 2:  # figures 2-6 compare architectures
+            continue
+        jobs += [functools.partial(figure_capacity, run, bucket)
+                 for bucket in dict.fromkeys(a["bucket"] for a in run.architectures)]
+        jobs.append(functools.partial(figure_steps_vs_params, run))
+        jobs += [functools.partial(figure_heatmap, run, task) for task in run.tasks]
+        jobs.append(functools.partial(figure_deep_vs_wide, run, comparisons[run.name]))
+        jobs.append(functools.partial(figure_stability, run))
+    return jobs
+
+
+_JOBS: list = []  # the jobs of draw_all, inherited by its forked workers
+
+
+def _draw(index: int, out: str) -> str | None:
+    drawn = _JOBS[index]()
+    if drawn is None:
+        return None
+    fig, filename = drawn
+    path = os.path.join(out, filename)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def draw_all(jobs: list, out: str) -> list[str]:
+    """Draw the figures, in parallel on every core where processes can be forked (rendering is
+    most of plot.py's time); the workers inherit the runs instead of receiving copies."""
+    global _JOBS
+    _JOBS = jobs
+    workers = min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            paths = pool.starmap(_draw, [(i, out) for i in range(len(jobs))], chunksize=1)
+    else:
+        paths = [_draw(i, out) for i in range(len(jobs))]
+    return [p for p in paths if p]
+
+
 def parse_args(argv: list[str]) -> tuple[list[str] | None, str]:
     only, out = None, "."
     for arg in argv:
@@ -504,18 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print("no run to draw: run experiment.py --out_dir=run_0 first")
         return 0
-    written: list[str] = []
-    figure_curves(runs, out, written)
-    comparisons = {}
-    for run in runs:
-        if len(run.architectures) < 2:
-            continue
-        figure_capacity(run, out, written)
-        figure_steps_vs_params(run, out, written)
-        figure_heatmaps(run, out, written)
-        comparisons[run.name] = deep_vs_wide(run)
-        figure_deep_vs_wide(run, comparisons[run.name], out, written)
-        figure_stability(run, out, written)
+    comparisons = {run.name: deep_vs_wide(run) for run in runs if len(run.architectures) > 1}
+    written = draw_all(figure_jobs(runs, comparisons), out)
     table = summary_table(runs, comparisons)
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(table + "\n")

@@ -1,0 +1,91 @@
+"""Time plot.py on full-size studies (a benchmark, not a test).
+
+    python bench/plot_speed.py --source=run_0 --runs=10 --workdir=/tmp/plot_bench
+
+Builds `--runs` folders shaped like the default study (27 architectures x 4 tasks x 5 seeds =
+540 runs of 7500 steps, evaluated every 10 steps) by repeating the real curves of `--source`
+(each task's seeds cycled, each architecture's step axis stretched by a factor tied to its size so
+that the figures are not all alike), then times `python plot.py` on them. The folders are
+synthetic: they exist to measure plot.py, never to be read as results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import experiment as ex  # noqa: E402
+
+
+def synthetic_study(source: str, out: str, seed: int) -> None:
+    with np.load(os.path.join(source, "curves.npz")) as npz:
+        curves = {k: npz[k] for k in npz.files}
+    with open(os.path.join(source, "runs.json")) as f:
+        source_runs = json.load(f)
+    c = ex.Config()
+    tables = {t: ex.build_table(t, c.prime, c.perm_k) for t in c.tasks}
+    archs = c.architectures()
+    buckets = ex.capacity_buckets(archs, c.prime)
+    rng = np.random.default_rng(seed)
+    steps = np.array(ex.evaluation_steps(c))
+    records, rows = [], {name: [] for name in ex.CURVE_NAMES}
+    for arch in archs:
+        stretch = 0.6 + 0.8 * (np.log(ex.parameter_count(arch, 99, 97)) - np.log(6e4)) / np.log(60) \
+            + rng.normal(0, 0.05)
+        for task in c.tasks:
+            sources = [i for i, r in enumerate(source_runs) if r["task"] == task]
+            for s in range(c.seeds):
+                src = sources[s % len(sources)]
+                index = np.clip((np.arange(len(steps)) * stretch).astype(int), 0, len(curves["step"]) - 1)
+                curve = np.stack([curves[name][src][index] for name in ex.CURVE_NAMES], axis=1)
+                for i, name in enumerate(ex.CURVE_NAMES):
+                    rows[name].append(curve[:, i])
+                t = tables[task]
+                records.append({"task": task, "architecture": arch.name, "layers": arch.layers,
+                                "d_model": arch.d_model, "heads": arch.heads, "seed": s,
+                                "bucket": buckets[arch.name],
+                                "parameter_count": ex.parameter_count(arch, t.vocab_size, t.num_classes),
+                                **ex.run_metrics(steps, curve, c.num_steps), "wall_time_s": 0.0})
+    os.makedirs(out, exist_ok=True)
+    np.savez_compressed(os.path.join(out, "curves.npz"), step=steps, **{k: np.array(v) for k, v in rows.items()})
+    ex.write_json(os.path.join(out, "runs.json"), records)
+    ex.write_json(os.path.join(out, "architectures.json"), [{
+        "name": a.name, "layers": a.layers, "d_model": a.d_model, "heads": a.heads,
+        "aspect_ratio": a.d_model / a.layers, "bucket": buckets[a.name],
+        "parameter_count": ex.parameter_count(a, c.prime + 2, c.prime)} for a in archs])
+    ex.write_json(os.path.join(out, "config.json"), {
+        "format_version": ex.FORMAT_VERSION, "preset": None, "overrides": {}, "varied": [],
+        "config": dataclasses.asdict(c)})
+    ex.write_json(os.path.join(out, "final_info.json"), ex.final_info(records, single_architecture=False))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default=os.path.join(ROOT, "run_0"), help="a real run folder")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--workdir", default="/tmp/plot_bench")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    for i in range(args.runs):
+        synthetic_study(args.source, os.path.join(args.workdir, f"run_{i}"), seed=i)
+    print(f"built {args.runs} synthetic studies of 540 runs in {time.perf_counter() - start:.1f} s")
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "plot.py")], cwd=args.workdir,
+                            capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    print(result.stdout.splitlines()[-1] if result.stdout else result.stderr)
+    print(f"plot.py on {args.runs} runs of 540: {elapsed:.1f} s (exit code {result.returncode})")
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
