@@ -32,11 +32,14 @@ import json
 import math
 import os
 import platform
+import shlex
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,6 +82,7 @@ class Config:
     prime: int = 97  # modulus p of the arithmetic tasks (x_div_y needs a prime)
     perm_k: int = 5  # the permutation task composes elements of S_k (k! elements)
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda" or "cuda:N"
+    max_members: int = 0  # runs trained at once (0: a whole group); larger groups go in chunks
 
     def architectures(self) -> list[Architecture]:
         return [Architecture(n, d, h) for n in self.layers for d in self.dims for h in self.heads]
@@ -205,6 +209,7 @@ def validate_config(c: Config) -> None:
             need(d % h == 0, f"{h} heads do not divide d_model {d}; pick --heads that divide every --dims value")
     for name in ("seeds", "num_steps", "eval_every", "batch_size"):
         need(getattr(c, name) > 0, f"--{name} must be a positive integer, got {getattr(c, name)}")
+    need(c.max_members >= 0, f"--max_members must be >= 0 (0: no limit), got {c.max_members}")
     need(c.warmup_steps >= 0, f"--warmup_steps must be >= 0, got {c.warmup_steps}")
     need(c.lr > 0 and math.isfinite(c.lr), f"--lr must be a positive number, got {c.lr}")
     need(c.weight_decay >= 0 and math.isfinite(c.weight_decay), "--weight_decay must be >= 0")
@@ -782,6 +787,38 @@ def train_group(arch: Architecture, members: list[Member], tables: dict[str, Tas
     return result, model
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or (
+        isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
+
+
+def train_architecture(arch: Architecture, members: list[Member], tables: dict[str, TaskTable], c: Config,
+                       device: torch.device, on_progress=None) -> GroupResult:
+    """Every member of one architecture, in chunks of at most max_members (members are
+    independent, so chunking changes no result). When the device runs out of memory the chunk
+    is halved and the group starts again. on_progress(fraction of the group done)."""
+    chunk = c.max_members or len(members)
+    while True:
+        try:
+            parts = []
+            for start in range(0, len(members), chunk):
+                part = members[start:start + chunk]
+                report = None if on_progress is None else (
+                    lambda step, start=start, n=len(part): on_progress((start + n * step / c.num_steps) / len(members)))
+                parts.append(train_group(arch, part, tables, c, device, on_eval=report)[0])
+            return GroupResult(arch, members, parts[0].steps, np.concatenate([p.curves for p in parts]),
+                               sum(p.wall_time_s for p in parts), sum(p.eval_time_s for p in parts))
+        except Exception as error:  # noqa: BLE001 - only out-of-memory is handled here
+            if not is_out_of_memory(error) or chunk == 1:
+                raise
+            if chunk == (c.max_members or len(members)):  # one line, at the first split
+                print(f"warning: {arch.name} does not fit in memory; training it in smaller chunks of "
+                      "runs (same results, more time)", file=sys.stderr, flush=True)
+            chunk = (chunk + 1) // 2
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
 # ======================================================================================
 # Metrics
 # ======================================================================================
@@ -806,6 +843,7 @@ def run_metrics(steps: np.ndarray, curve: np.ndarray, num_steps: int) -> dict:
     """Curves of one run (evals, len(CURVE_NAMES)) -> its metrics (see notes.txt)."""
     col = {name: curve[:, i] for i, name in enumerate(CURVE_NAMES)}
     train_acc, val_acc = col["train_acc"], col["val_acc"]
+    diverged = not np.isfinite(curve[:, :4]).all()  # a NaN or infinite loss: the run blew up
     step_train = first_step_above(steps, train_acc, num_steps)
     step_val = first_step_above(steps, val_acc, num_steps)
     grokked = bool((val_acc > THRESHOLD).any())
@@ -813,6 +851,7 @@ def run_metrics(steps: np.ndarray, curve: np.ndarray, num_steps: int) -> dict:
         "step_train_acc_99": step_train,
         "step_val_acc_99": step_val,
         "step_val_acc_99_sustained": sustained_step(steps, val_acc, num_steps),
+        "diverged": int(diverged),
         "memorized": int((train_acc > THRESHOLD).any()),
         "grokked": int(grokked),
         "grok_delay": step_val - step_train,
@@ -828,8 +867,8 @@ def run_metrics(steps: np.ndarray, curve: np.ndarray, num_steps: int) -> dict:
         if len(after):
             metrics["stable_fraction"] = float((after > THRESHOLD).mean())
             metrics["min_val_acc_after_grok"] = float(after.min())
-    for name in CURVE_NAMES:
-        metrics["final_" + name] = float(col[name][-1])
+    for name in CURVE_NAMES:  # null for a run whose last evaluation is not finite
+        metrics["final_" + name] = float(col[name][-1]) if np.isfinite(col[name][-1]) else None
     return metrics
 
 
@@ -951,7 +990,7 @@ def study_records(results: list[GroupResult], tables: dict[str, TaskTable], c: C
     return records
 
 
-METRIC_NAMES = ["step_train_acc_99", "step_val_acc_99", "step_val_acc_99_sustained", "memorized",
+METRIC_NAMES = ["step_train_acc_99", "step_val_acc_99", "step_val_acc_99_sustained", "diverged", "memorized",
                 "grokked", "grok_delay", "stable_fraction", "min_val_acc_after_grok",
                 "val_drops_after_grok", "final_train_loss", "final_val_loss", "final_train_acc",
                 "final_val_acc", "final_weight_norm", "parameter_count", "wall_time_s"]
@@ -963,6 +1002,59 @@ def final_info(records: list[dict], single_architecture: bool) -> dict:
         entries.setdefault((r["task"], r["architecture"]), []).append(r)
     return {(task if single_architecture else f"{task}/{arch}"): aggregate(runs, METRIC_NAMES)
             for (task, arch), runs in entries.items()}
+
+
+GROUPS_DIR = "groups"  # one file per finished architecture group, for resuming
+STUDY_FILE = "study.json"  # written first: which study this folder holds
+EXECUTION_FIELDS = ("device", "max_members")  # how a study runs, not what it computes
+
+
+def study_identity(c: Config) -> dict:
+    return {k: v for k, v in dataclasses.asdict(c).items() if k not in EXECUTION_FIELDS}
+
+
+def config_hash(c: Config) -> str:
+    return hashlib.sha256(json.dumps(study_identity(c), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def group_path(out_dir: str, arch: Architecture) -> str:
+    return os.path.join(out_dir, GROUPS_DIR, arch.name + ".npz")
+
+
+def save_group(out_dir: str, result: GroupResult, study_hash: str) -> None:
+    meta = {"config_hash": study_hash, "architecture": result.arch.name,
+            "members": [[m.task, m.seed] for m in result.members],
+            "wall_time_s": result.wall_time_s, "eval_time_s": result.eval_time_s}
+    os.makedirs(os.path.join(out_dir, GROUPS_DIR), exist_ok=True)
+    write_npz(group_path(out_dir, result.arch), steps=result.steps, curves=result.curves,
+              meta=np.array(json.dumps(meta)))
+
+
+def load_group(out_dir: str, arch: Architecture, members: list[Member], study_hash: str,
+               steps: list[int]) -> GroupResult | None:
+    """A finished group saved by an earlier, interrupted run of the same study, or None.
+    A damaged or foreign file is reported in one line and its group trained again."""
+    path = group_path(out_dir, arch)
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta, saved_steps, curves = json.loads(str(f["meta"])), f["steps"], f["curves"]
+        if meta["config_hash"] != study_hash:
+            problem = "it belongs to another config"
+        elif meta["members"] != [[m.task, m.seed] for m in members]:
+            problem = "its runs differ"
+        elif list(saved_steps) != steps or curves.shape != (len(members), len(steps), len(CURVE_NAMES)):
+            problem = "its curves have the wrong shape"
+        else:
+            problem = None
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        problem = f"it is unreadable ({type(e).__name__})"
+    if problem:
+        print(f"warning: {os.path.relpath(path)}: {problem}; training {arch.name} again",
+              file=sys.stderr, flush=True)
+        return None
+    return GroupResult(arch, members, saved_steps, curves, meta["wall_time_s"], meta["eval_time_s"])
 
 
 def write_outputs(out_dir: str, results: list[GroupResult], tables: dict[str, TaskTable], c: Config,
@@ -1016,19 +1108,65 @@ OUTPUT_FILES = ("final_info.json", "runs.json", "curves.npz", "architectures.jso
                 "provenance.json")
 
 
-def prepare_out_dir(path: str, overwrite: bool) -> None:
-    """Refuse to mix with earlier results, and prove the folder is writable before training."""
+def config_difference(saved: dict, now: dict) -> str:
+    """The first fields (up to 3) in which two configs, as read from JSON, differ."""
+    now = json.loads(json.dumps(now))  # tuples -> lists, as in the saved file
+    shown = lambda v: ",".join(map(str, v)) if isinstance(v, list) else str(v)
+    changed = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    return "; ".join(f"{k}: {shown(saved.get(k))} in out_dir, {shown(now.get(k))} now" for k in changed[:3])
+
+
+def prepare_out_dir(path: str, overwrite: bool, c: Config) -> bool:
+    """Check out_dir before any work: True when it holds an unfinished (or finished) run of the
+    same study, to resume. Refuses another study's folder or a foreign one unless overwrite,
+    and proves the folder is writable."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise UsageError(f"--out_dir={path} exists and is not a folder; choose another --out_dir")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise UsageError(f"--out_dir={path} is not empty; choose a new folder, or pass --overwrite=1 "
-                         "to replace its results")
+    resume = False
+    if os.path.isdir(path) and os.listdir(path):
+        try:
+            with open(os.path.join(path, STUDY_FILE)) as f:
+                saved = json.load(f)
+            same = saved["format_version"] == FORMAT_VERSION and saved["config_hash"] == config_hash(c)
+            difference = "" if same else (config_difference(saved["config"], study_identity(c))
+                                          or "an older output format")
+        except (OSError, ValueError, KeyError, TypeError):
+            same, difference = False, None
+        resume = same
+        if not same and not overwrite:
+            if difference is None:
+                raise UsageError(f"--out_dir={path} is not empty and holds no study of this script; choose "
+                                 "a new folder, or pass --overwrite=1 to replace its results")
+            raise UsageError(f"--out_dir={path} holds another study ({difference}); choose a new folder, "
+                             "or pass --overwrite=1 to replace it")
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as e:
         raise UsageError(f"cannot write to --out_dir={path}: {e.strerror or e}") from None
+    return resume
+
+
+def remove_partial_files(path: str) -> None:
+    """Temporary files left by a process killed while writing (the real files are intact)."""
+    for folder in (path, os.path.join(path, GROUPS_DIR)):
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if name.startswith(".") and name.endswith(".tmp"):
+                    os.unlink(os.path.join(folder, name))
+
+
+def clear_results(path: str) -> None:
+    """--overwrite=1 on another study: remove this script's files, so nothing stale is mixed in."""
+    for name in OUTPUT_FILES + (STUDY_FILE,):
+        if os.path.exists(os.path.join(path, name)):
+            os.unlink(os.path.join(path, name))
+    groups = os.path.join(path, GROUPS_DIR)
+    if os.path.isdir(groups):
+        for name in os.listdir(groups):
+            if name.endswith(".npz"):
+                os.unlink(os.path.join(groups, name))
 
 
 def configure_backend(device: torch.device) -> None:
@@ -1070,13 +1208,35 @@ def plural(n: int, noun: str) -> str:
 def group_summary(result: GroupResult, c: Config) -> str:
     """One line per finished group: mean memorization/grokking step and grokked count per task."""
     parts = []
+    diverged = 0
     for task in dict.fromkeys(mb.task for mb in result.members):
         rows = [i for i, mb in enumerate(result.members) if mb.task == task]
         metrics = [run_metrics(result.steps, result.curves[i], c.num_steps) for i in rows]
         grok = np.mean([m["step_val_acc_99"] for m in metrics])
         mem = np.mean([m["step_train_acc_99"] for m in metrics])
         parts.append(f"{task} mem {mem:.0f} grok {grok:.0f} ({sum(m['grokked'] for m in metrics)}/{len(rows)})")
-    return f"{result.arch.name}: " + "; ".join(parts) + f"  [{result.wall_time_s:.0f} s]"
+        diverged += sum(m["diverged"] for m in metrics)
+    warning = f"  {plural(diverged, 'run')} DIVERGED (NaN/inf loss)" if diverged else ""
+    return f"{result.arch.name}: " + "; ".join(parts) + f"  [{result.wall_time_s:.0f} s]" + warning
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived: stop where we are; finished groups are already saved."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def resume_command(argv: list[str]) -> str:
+    preset = os.environ.get("GROKKING_PRESET")
+    prefix = f"GROKKING_PRESET={shlex.quote(preset)} " if preset and not any(
+        a.startswith("--preset") for a in argv) else ""
+    return prefix + shlex.join(["python", sys.argv[0] or "experiment.py"] + argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1087,59 +1247,90 @@ def main(argv: list[str] | None = None) -> int:
     try:
         c, options = resolve_config(argv)
         device = resolve_device(c.device)
-        prepare_out_dir(options["out_dir"], options["overwrite"])
+        resume = prepare_out_dir(options["out_dir"], options["overwrite"], c)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    out_dir = options["out_dir"]
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, raise_interrupted)
+    try:
+        return run_study(c, options, device, resume, argv)
+    except Interrupted as e:
+        done = len(os.listdir(os.path.join(out_dir, GROUPS_DIR))) if os.path.isdir(
+            os.path.join(out_dir, GROUPS_DIR)) else 0
+        print(f"\ninterrupted by {e}: {plural(done, 'finished group')} kept in {out_dir}/{GROUPS_DIR}; "
+              f"resume with: {resume_command(argv)}", file=sys.stderr, flush=True)
+        return 128 + e.signum
+    except OSError as e:  # a full disk or a folder gone while training
+        print(f"error: cannot write to {out_dir}: {e.strerror or e}; finished groups are kept in "
+              f"{out_dir}/{GROUPS_DIR}, resume with: {resume_command(argv)}", file=sys.stderr, flush=True)
+        return 1
+
+
+def run_study(c: Config, options: dict, device: torch.device, resume: bool, argv: list[str]) -> int:
+    """Plan, train (or load) every group, write the outputs."""
+    out_dir = options["out_dir"]
     configure_backend(device)
     started = datetime.datetime.now(datetime.timezone.utc)
+    study_hash = config_hash(c)
+    remove_partial_files(out_dir)
+    if not resume:
+        clear_results(out_dir)
+        write_json(os.path.join(out_dir, STUDY_FILE), {"format_version": FORMAT_VERSION,
+                                                      "config_hash": study_hash, "config": study_identity(c)})
     tables = {t: build_table(t, c.prime, c.perm_k) for t in c.tasks}
     archs = c.architectures()
     members = [Member(t, s) for t in c.tasks for s in range(c.seeds)]
-    costs = [group_flops(a, members, tables, c) for a in archs]
+    saved = {a: load_group(out_dir, a, members, study_hash, evaluation_steps(c)) for a in archs}
+    costs = {a: 0.0 if saved[a] else group_flops(a, members, tables, c) for a in archs}
     runs = len(archs) * len(members)
     print(f"study: {plural(len(archs), 'architecture')} x {plural(len(c.tasks), 'task')} x "
           f"{plural(c.seeds, 'seed')} = {plural(runs, 'run')} of {c.num_steps} steps, as "
           f"{plural(len(archs), 'group')} of {plural(len(members), 'member')}, on "
-          f"{device_name(device)}; {sum(costs) / 1e12:.1f} TFLOP", flush=True)
-    if device.type == "cpu" and sum(costs) / CPU_FLOPS_ESTIMATE > 1800:
-        hours = sum(costs) / CPU_FLOPS_ESTIMATE / 3600
+          f"{device_name(device)}; {sum(costs.values()) / 1e12:.1f} TFLOP to train", flush=True)
+    if any(saved.values()):
+        print(f"resuming: {sum(1 for r in saved.values() if r)} of {plural(len(archs), 'group')} "
+              f"already finished in {out_dir}/{GROUPS_DIR}", flush=True)
+    if device.type == "cpu" and sum(costs.values()) / CPU_FLOPS_ESTIMATE > 1800:
+        hours = sum(costs.values()) / CPU_FLOPS_ESTIMATE / 3600
         print(f"warning: this study needs roughly {hours:.1f} h on this CPU; use a GPU, or "
               "--preset=demo / --preset=smoke, or fewer --layers/--dims/--heads/--seeds", flush=True)
 
-    interactive = sys.stderr.isatty()
-    bar = tqdm(total=sum(costs), unit="FLOP", unit_scale=True, dynamic_ncols=True,
-               mininterval=0.5 if interactive else 30, smoothing=0.05,
-               bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
     results = []
-    for g, (arch, cost) in enumerate(zip(archs, costs)):
-        done_before = bar.n
+    with tqdm(total=sum(costs.values()) or 1, unit="FLOP", unit_scale=True, dynamic_ncols=True,
+              mininterval=0.5 if sys.stderr.isatty() else 30, smoothing=0.05,
+              bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}") as bar:
+        for g, arch in enumerate(archs):
+            if saved[arch]:
+                results.append(saved[arch])
+                continue
+            done_before = bar.n
 
-        def on_eval(step, arch=arch, g=g, cost=cost, done_before=done_before):
-            bar.update(done_before + cost * step / c.num_steps - bar.n)
-            bar.set_postfix_str(f"group {g + 1}/{len(archs)} {arch.name} step {step}/{c.num_steps}",
-                                refresh=False)
+            def on_progress(fraction, arch=arch, g=g, done_before=done_before):
+                bar.update(done_before + costs[arch] * fraction - bar.n)
+                bar.set_postfix_str(f"group {g + 1}/{len(archs)} {arch.name} {100 * fraction:.0f}%",
+                                    refresh=False)
 
-        result, _ = train_group(arch, members, tables, c, device, on_eval=on_eval)
-        results.append(result)
-        bar.write(group_summary(result, c))
-    bar.close()
+            result = train_architecture(arch, members, tables, c, device, on_progress)
+            save_group(out_dir, result, study_hash)
+            results.append(result)
+            bar.write(group_summary(result, c))
     finished = datetime.datetime.now(datetime.timezone.utc)
     provenance = {
         "command": [os.path.basename(sys.argv[0])] + argv,
         "started_utc": started.isoformat(timespec="seconds"),
         "finished_utc": finished.isoformat(timespec="seconds"),
         "wall_time_s": (finished - started).total_seconds(),
-        "groups": [{"architecture": r.arch.name, "members": len(r.members),
+        "groups": [{"architecture": r.arch.name, "members": len(r.members), "resumed": bool(saved[r.arch]),
                     "wall_time_s": r.wall_time_s, "eval_time_s": r.eval_time_s} for r in results],
         "device": str(device), "device_name": device_name(device),
         "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "host": socket.gethostname(),
         "source_sha256": source_hash(), **git_state(),
     }
-    write_outputs(options["out_dir"], results, tables, c, options, provenance)
-    print(f"wrote {options['out_dir']}/final_info.json ({runs} runs) in "
-          f"{provenance['wall_time_s']:.0f} s", flush=True)
+    write_outputs(out_dir, results, tables, c, options, provenance)
+    print(f"wrote {out_dir}/final_info.json ({runs} runs) in {provenance['wall_time_s']:.0f} s", flush=True)
     return 0
 
 

@@ -1,0 +1,214 @@
+"""Faults a long study meets: kill -9, Ctrl-C, SIGTERM, NaN, out-of-memory, damaged files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import experiment as ex
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Three groups of a few seconds each: the first is saved well before the last ends.
+STUDY = ["--tasks=x_plus_y,permutation", "--layers=1,2,3", "--dims=16", "--heads=2", "--seeds=2",
+         "--num_steps=150", "--eval_every=10", "--prime=23", "--perm_k=3", "--batch_size=64"]
+
+
+def study_args(*extra):
+    """The study's options; `extra` options replace the study's own of the same name."""
+    options = dict(arg.split("=", 1) for arg in STUDY + list(extra))
+    return [f"{k}={v}" for k, v in options.items()]
+
+
+def command(out_dir, *extra):
+    return [sys.executable, os.path.join(ROOT, "experiment.py"), f"--out_dir={out_dir}", *study_args(*extra)]
+
+
+def run(out_dir, *extra):
+    env = {k: v for k, v in os.environ.items() if k != "GROKKING_PRESET"}
+    return subprocess.run(command(out_dir, *extra), capture_output=True, text=True, timeout=600, env=env)
+
+
+def metrics(out_dir):
+    """final_info.json without the wall times (the only thing allowed to differ)."""
+    with open(os.path.join(out_dir, "final_info.json")) as f:
+        info = json.load(f)
+    for entry in info.values():
+        for part in entry.values():
+            for key in [k for k in part if k.startswith("wall_time_s")]:
+                del part[key]
+    return info
+
+
+def interrupt_after_first_group(out_dir, signum):
+    """Start the study, deliver `signum` as soon as the first group file exists."""
+    env = {k: v for k, v in os.environ.items() if k != "GROKKING_PRESET"}
+    process = subprocess.Popen(command(out_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    groups = os.path.join(out_dir, ex.GROUPS_DIR)
+    deadline = time.time() + 300
+    while not (os.path.isdir(groups) and any(f.endswith(".npz") for f in os.listdir(groups))):
+        assert process.poll() is None and time.time() < deadline, "the study ended before its first group"
+        time.sleep(0.02)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    return process.returncode, stdout, stderr
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean") / "run"
+    result = run(out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_same_command_twice_gives_identical_metrics(uninterrupted, tmp_path):
+    result = run(tmp_path / "again")
+    assert result.returncode == 0, result.stderr
+    assert metrics(tmp_path / "again") == metrics(uninterrupted)
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGKILL, -9), (signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_study_resumes_to_the_same_results(uninterrupted, tmp_path, signum, code):
+    out = tmp_path / "run"
+    returncode, _, stderr = interrupt_after_first_group(out, signum)
+    assert returncode == code, stderr
+    assert not os.path.exists(out / "final_info.json")
+    saved = sorted(os.listdir(out / ex.GROUPS_DIR))
+    assert "L1_D16_H2.npz" in saved and "L3_D16_H2.npz" not in saved
+    for name in saved:  # every group file on disk is whole
+        if name.endswith(".npz"):
+            with np.load(out / ex.GROUPS_DIR / name) as f:
+                assert f["curves"].shape[0] == 4
+    if signum != signal.SIGKILL:
+        assert "resume with:" in stderr and f"--out_dir={out}" in stderr
+        assert "Traceback" not in stderr
+    result = run(out)
+    assert result.returncode == 0, result.stderr
+    assert "resuming: 1 of 3 groups" in result.stdout or "resuming: 2 of 3 groups" in result.stdout
+    assert metrics(out) == metrics(uninterrupted)
+    assert not [n for n in os.listdir(out) + os.listdir(out / ex.GROUPS_DIR) if n.endswith(".tmp")]
+
+
+def test_another_config_is_refused_and_overwrite_replaces(uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    assert run(out).returncode == 0
+    before = (out / "final_info.json").read_bytes()
+    result = run(out, "--seeds=3")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: --out_dir={out} holds another study (seeds: 2 in out_dir, 3 now); "
+                                     "choose a new folder, or pass --overwrite=1 to replace it")
+    assert (out / "final_info.json").read_bytes() == before
+    replaced = run(out, "--seeds=1", "--overwrite=1")
+    assert replaced.returncode == 0, replaced.stderr
+    assert len(json.loads((out / "runs.json").read_text())) == 3 * 2 * 1
+    # the same study again: everything is resumed, nothing retrained, outputs unchanged
+    again = run(out, "--seeds=1")
+    assert again.returncode == 0 and "resuming: 3 of 3 groups" in again.stdout
+
+
+def test_damaged_group_file_is_trained_again(uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    assert run(out).returncode == 0
+    (out / ex.GROUPS_DIR / "L2_D16_H2.npz").write_bytes(b"PK\x03\x04 damaged")
+    (out / "final_info.json").unlink()
+    result = run(out)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "L2_D16_H2.npz: it is unreadable" in warnings[0] and "training L2_D16_H2 again" in warnings[0]
+    assert "resuming: 2 of 3 groups" in result.stdout
+    assert metrics(out) == metrics(uninterrupted)
+
+
+# In-process: faults inside one group.
+CONFIG = ex.Config(tasks=("x_plus_y", "permutation"), layers=(2,), dims=(16,), heads=(2,), seeds=3,
+                   num_steps=40, eval_every=10, batch_size=64, prime=23, perm_k=3, device="cpu")
+ARCH = ex.Architecture(2, 16, 2)
+MEMBERS = [ex.Member(t, s) for t in CONFIG.tasks for s in range(CONFIG.seeds)]
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return {t: ex.build_table(t, CONFIG.prime, CONFIG.perm_k) for t in CONFIG.tasks}
+
+
+@pytest.fixture(scope="module")
+def clean(tables):
+    return ex.train_architecture(ARCH, MEMBERS, tables, CONFIG, torch.device("cpu"))
+
+
+def test_a_nan_member_diverges_alone(tables, clean, monkeypatch):
+    original = ex.reference_model
+
+    def poisoned(arch, table, seed):
+        model = original(arch, table, seed)
+        if table.task == "permutation" and seed == 1:
+            with torch.no_grad():
+                model.model[0].ffn[0].weight[0, 0] = float("nan")
+        return model
+
+    monkeypatch.setattr(ex, "reference_model", poisoned)
+    result = ex.train_architecture(ARCH, MEMBERS, tables, CONFIG, torch.device("cpu"))
+    bad = MEMBERS.index(ex.Member("permutation", 1))
+    for i in range(len(MEMBERS)):
+        m = ex.run_metrics(result.steps, result.curves[i], CONFIG.num_steps)
+        if i == bad:
+            assert m["diverged"] == 1 and m["final_train_loss"] is None and m["grokked"] == 0
+        else:
+            assert m["diverged"] == 0
+            np.testing.assert_array_equal(result.curves[i], clean.curves[i])  # untouched, bitwise
+    records = ex.study_records([result], tables, CONFIG, {ARCH.name: "all"})
+    info = ex.final_info(records, single_architecture=True)
+    assert info["permutation"]["final_info_dict"]["diverged"] == [0, 1, 0]
+    assert info["permutation"]["means"]["final_train_loss_mean"] is not None  # over the 2 finite seeds
+    assert "1 run DIVERGED" in ex.group_summary(result, CONFIG)
+
+
+def test_chunked_group_gives_the_same_results(tables, clean):
+    import dataclasses
+    chunked = ex.train_architecture(ARCH, MEMBERS, tables, dataclasses.replace(CONFIG, max_members=4),
+                                    torch.device("cpu"))
+    np.testing.assert_allclose(chunked.curves, clean.curves, rtol=0, atol=1e-6)
+
+
+def test_out_of_memory_splits_the_group(tables, clean, monkeypatch, capsys):
+    original = ex.train_group
+    sizes = []
+
+    def small_memory(arch, members, *args, **kwargs):
+        sizes.append(len(members))
+        if len(members) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(arch, members, *args, **kwargs)
+
+    monkeypatch.setattr(ex, "train_group", small_memory)
+    result = ex.train_architecture(ARCH, MEMBERS, tables, CONFIG, torch.device("cpu"))
+    assert sizes == [6, 3, 2, 2, 2]
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1 and "does not fit in memory" in warnings[0]
+    np.testing.assert_allclose(result.curves, clean.curves, rtol=0, atol=1e-6)
+
+
+def test_full_disk_is_one_line_and_keeps_finished_groups(tmp_path, monkeypatch, capsys):
+    original, calls = ex.save_group, []
+
+    def disk_fills_up(out_dir, result, study_hash):
+        calls.append(result.arch.name)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        original(out_dir, result, study_hash)
+
+    monkeypatch.setattr(ex, "save_group", disk_fills_up)
+    monkeypatch.delenv("GROKKING_PRESET", raising=False)
+    out = tmp_path / "run"
+    code = ex.main([f"--out_dir={out}", *study_args("--num_steps=20")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith(f"error: cannot write to {out}: No space left on device; finished groups are kept")
+    assert "resume with: python" in err[-1]
+    assert os.listdir(out / ex.GROUPS_DIR) == ["L1_D16_H2.npz"]
