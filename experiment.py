@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import signal
 import socket
@@ -40,17 +41,14 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-try:  # tqdm draws the progress bar; the study runs without it, with plain progress lines
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover - tqdm is in requirements.txt
-    tqdm = None
+from tqdm import tqdm
 
 FORMAT_VERSION = 1  # bumped when the layout of the output files changes
 
@@ -150,13 +148,14 @@ def split_arguments(argv: list[str]) -> dict[str, str]:
         if not arg.startswith("--") or arg == "--":
             raise UsageError(f"unexpected argument {arg!r}: options look like --field=value")
         key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
         if not eq:
             if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
                 raise UsageError(f"--{key} needs a value, e.g. --{key}=VALUE")
             value, i = argv[i + 1], i + 1
         if key in pairs:
             raise UsageError(f"--{key} is given twice")
-        pairs[key.replace("-", "_")] = value
+        pairs[key] = value
         i += 1
     return pairs
 
@@ -224,7 +223,7 @@ def validate_config(c: Config) -> None:
         n = task_size(t, c)
         need(1 <= int(n * c.train_fraction) < n,
              f"--train_fraction={c.train_fraction} leaves an empty split of the {n} equations of {t}")
-    need(c.device == "auto" or c.device == "cpu" or c.device.split(":")[0] == "cuda",
+    need(re.fullmatch(r"auto|cpu|cuda(:\d+)?", c.device) is not None,
          f"--device={c.device!r}: use auto, cpu, cuda or cuda:N")
 
 
@@ -234,9 +233,7 @@ def usage() -> str:
         lines.append(f"  --{name:<15} {text}")
     comments = field_comments()
     for f in dataclasses.fields(Config):
-        default = f.default
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        lines.append(f"  --{f.name:<15} {comments.get(f.name, '')} [default: {shown}]")
+        lines.append(f"  --{f.name:<15} {comments.get(f.name, '')} [default: {format_value(f.default)}]")
     for name, values in PRESETS.items():
         lines.append(f"  preset {name}: " + " ".join(f"--{k}={format_value(v)}" for k, v in values.items()))
     return "\n".join(lines)
@@ -539,34 +536,30 @@ class BatchedTransformer(nn.Module):
         self.register_buffer("element_tokens", torch.arange(2, vocab))
         with torch.no_grad():
             for i, ref in enumerate(references):
-                for (module, name), value in self._reference_pairs(ref.state_dict()):
+                state = ref.state_dict()
+                for module, name, key, transpose in self._weights():
+                    value = state[key].t() if transpose else state[key]
                     target = getattr(module, name)[i]
                     target[tuple(slice(0, s) for s in value.shape)].copy_(value)
 
-    def _reference_pairs(self, state: dict):
-        """((module, stacked name), value in the stacked layout) for each tensor of a reference."""
+    def _weights(self):
+        """(module, stacked name, ReferenceTransformer state-dict key, stored transposed)."""
         n = self.arch.layers
         for name, (key, transpose) in self.REFERENCE_NAMES.items():
-            value = state[key.format(final=n, head=n + 1)]
-            yield (self, name), value.t() if transpose else value
+            yield self, name, key.format(final=n, head=n + 1), transpose
         for layer, block in enumerate(self.blocks):
             for name, (key, transpose) in StackedBlock.REFERENCE_NAMES.items():
-                value = state[f"model.{layer}.{key}"]
-                yield (block, name), value.t() if transpose else value
+                yield block, name, f"model.{layer}.{key}", transpose
 
     @torch.no_grad()
     def member_state(self, i: int, vocab_size: int, num_classes: int) -> dict[str, torch.Tensor]:
         """Member i's weights as a ReferenceTransformer state dict (padding stripped)."""
-        n, state = self.arch.layers, {}
         unpadded = {"tok_emb": (slice(vocab_size),), "head_w": (slice(None), slice(num_classes)),
                     "head_b": (slice(num_classes),)}
-        for name, (key, transpose) in self.REFERENCE_NAMES.items():
-            value = getattr(self, name)[i][unpadded.get(name, ())]
-            state[key.format(final=n, head=n + 1)] = (value.t() if transpose else value).clone()
-        for layer, block in enumerate(self.blocks):
-            for name, (key, transpose) in StackedBlock.REFERENCE_NAMES.items():
-                value = getattr(block, name)[i]
-                state[f"model.{layer}.{key}"] = (value.t() if transpose else value).clone()
+        state = {}
+        for module, name, key, transpose in self._weights():
+            value = getattr(module, name)[i][unpadded.get(name, ())]
+            state[key] = (value.t() if transpose else value).clone()
         return state
 
     @property
@@ -607,7 +600,7 @@ class BatchedTransformer(nn.Module):
         """One decoder block on the prefix rows x[:, :r] (positions 0, 1) and the equation rows
         x[:, r:] (positions 2, 3), each (members, rows, 2, d). Returns the same layout, or for
         the last block the final position of the equation rows only, (members, batch, d)."""
-        m, d, h = x.shape[0], self.arch.d_model, self.arch.heads
+        d, h = self.arch.d_model, self.arch.heads
         split = lambda t, n: t.unflatten(-1, (n, h, d // h)).unbind(-3)  # n (..., heads, head_dim)
         gather = lambda t: t[:, :r][rows, prefix_index]  # prefix rows -> one per equation
         if last:  # keys and values everywhere, the query of position 3 only

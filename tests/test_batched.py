@@ -44,17 +44,19 @@ def train_alone(arch, member, table, c):
     return model, torch.tensor(curve, dtype=torch.float64)
 
 
-@pytest.fixture(scope="module")
-def trained():
-    tables = {t: ex.build_table(t, CONFIG.prime, CONFIG.perm_k) for t in CONFIG.tasks}
+# batch 64 > 11 elements: the shared-prefix path; batch 8: one prefix row per equation.
+@pytest.fixture(scope="module", params=[64, 8], ids=["shared-prefix", "prefix-per-equation"])
+def trained(request):
+    c = dataclasses.replace(CONFIG, batch_size=request.param)
+    tables = {t: ex.build_table(t, c.prime, c.perm_k) for t in c.tasks}
     arch = ex.Architecture(2, 16, 2)
-    members = [ex.Member(t, s) for t in CONFIG.tasks for s in range(CONFIG.seeds)]
-    result, model = ex.train_group(arch, members, tables, CONFIG, torch.device("cpu"), dtype=torch.float64)
-    return arch, members, tables, result, model
+    members = [ex.Member(t, s) for t in c.tasks for s in range(c.seeds)]
+    result, model = ex.train_group(arch, members, tables, c, torch.device("cpu"), dtype=torch.float64)
+    return arch, members, tables, result, model, c
 
 
 def test_initialization_is_the_templates(trained):
-    arch, members, tables, _, _ = trained
+    arch, members, tables, _, _, _ = trained
     fresh = ex.BatchedTransformer(arch, [ex.reference_model(arch, tables[m.task], m.seed) for m in members],
                                   [tables[m.task].num_classes for m in members])
     for i, m in enumerate(members):
@@ -68,7 +70,7 @@ def test_initialization_is_the_templates(trained):
 
 
 def test_forward_matches_reference_at_initialization(trained):
-    arch, members, tables, _, _ = trained
+    arch, members, tables, _, _, _ = trained
     refs = [ex.reference_model(arch, tables[m.task], m.seed).double() for m in members]
     batched = ex.BatchedTransformer(arch, refs, [tables[m.task].num_classes for m in members],
                                     dtype=torch.float64)
@@ -81,10 +83,10 @@ def test_forward_matches_reference_at_initialization(trained):
 
 
 def test_each_member_follows_its_own_trajectory(trained):
-    arch, members, tables, result, model = trained
+    arch, members, tables, result, model, c = trained
     for i, m in enumerate(members):
         table = tables[m.task]
-        alone, curve = train_alone(arch, m, table, CONFIG)
+        alone, curve = train_alone(arch, m, table, c)
         state = model.member_state(i, table.vocab_size, table.num_classes)
         for key, value in alone.state_dict().items():
             torch.testing.assert_close(state[key], value, rtol=0, atol=1e-10, msg=f"{m} {key}")
@@ -95,7 +97,7 @@ def test_each_member_follows_its_own_trajectory(trained):
 
 
 def test_padding_stays_zero(trained):
-    _, members, tables, _, model = trained
+    _, members, tables, _, model, _ = trained
     for i, m in enumerate(members):
         t = tables[m.task]
         assert torch.count_nonzero(model.tok_emb[i, t.vocab_size:]) == 0

@@ -39,6 +39,8 @@ BAD_INPUTS = [
     (["--preset=huge"], "unknown preset 'huge'"),
     (["--perm_k=9"], "--perm_k must lie in 2..6"),
     (["--device=tpu"], "use auto, cpu, cuda or cuda:N"),
+    (["--device=cuda:x"], "use auto, cpu, cuda or cuda:N"),
+    (["--num-steps=5", "--num_steps=6"], "--num_steps is given twice"),
     (["stray"], "unexpected argument 'stray'"),
     (["--seeds"], "--seeds needs a value"),
     (["--seeds=1", "--seeds=2"], "--seeds is given twice"),
