@@ -395,7 +395,10 @@ class GroupData:
         so the stream is identical on every device; then one copy to the device."""
         draws = [train[torch.randint(len(train), (self.BATCH_CHUNK, self.batch_size), generator=g)]
                  for train, g in zip(self.train_indices, self.generators)]
-        return torch.stack(draws, dim=1).to(self.device, non_blocking=True)
+        chunk = torch.stack(draws, dim=1)
+        if torch.device(self.device).type == "cuda":  # pinned: the copy overlaps the training
+            chunk = chunk.pin_memory()
+        return chunk.to(self.device, non_blocking=True)
 
 
 def equation_tokens(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -534,6 +537,9 @@ class BatchedTransformer(nn.Module):
         self.register_buffer("class_mask", mask)
         # Every element token (2 .. vocab-1): the prefix rows of the shared-prefix path.
         self.register_buffer("element_tokens", torch.arange(2, vocab))
+        # Additive causal masks, kept on the device: [a, o] among themselves; [b, =] over all four.
+        self.register_buffer("prefix_mask", torch.tensor([[0.0, -math.inf], [0.0, 0.0]], dtype=dtype))
+        self.register_buffer("suffix_mask", torch.tensor([[0.0, 0.0, 0.0, -math.inf], [0.0] * 4], dtype=dtype))
         with torch.no_grad():
             for i, ref in enumerate(references):
                 state = ref.state_dict()
@@ -611,18 +617,13 @@ class BatchedTransformer(nn.Module):
             x = x[:, r:, 1:]
         else:
             q, k, v = split(linear(x, w["qkv_w"], w["qkv_b"]), 3)
-            prefix_attn = attend(q[:, :r], k[:, :r], v[:, :r], CAUSAL_2)
+            prefix_attn = attend(q[:, :r], k[:, :r], v[:, :r], self.prefix_mask)
             keys, values = (torch.cat([gather(t), t[:, r:]], 2) for t in (k, v))
-            attn = torch.cat([prefix_attn, attend(q[:, r:], keys, values, CAUSAL_SUFFIX)], 1)
+            attn = torch.cat([prefix_attn, attend(q[:, r:], keys, values, self.suffix_mask)], 1)
         a = layer_norm(x + linear(attn, w["out_w"], w["out_b"]), w["ln1_w"], w["ln1_b"])
         f = linear(F.gelu(linear(a, w["ff1_w"], w["ff1_b"])), w["ff2_w"], w["ff2_b"])
         out = layer_norm(a + f, w["ln2_w"], w["ln2_b"])
         return out[:, :, 0] if last else out
-
-
-# Causal masks of the two attention patterns: [a, o] among themselves, and [b, =] over all four.
-CAUSAL_2 = ((0.0, -math.inf), (0.0, 0.0))
-CAUSAL_SUFFIX = ((0.0, 0.0, 0.0, -math.inf), (0.0, 0.0, 0.0, 0.0))
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -637,7 +638,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask) -> torch.Ten
     (m, rows, sk, heads, hd), mask (sq, sk) additive or None -> (m, rows, sq, heads*hd)."""
     scores = (q.unsqueeze(3) * k.unsqueeze(2)).sum(-1) * q.shape[-1] ** -0.5  # (m, rows, sq, sk, heads)
     if mask is not None:
-        scores = scores + torch.tensor(mask, dtype=q.dtype, device=q.device)[:, :, None]
+        scores = scores + mask[:, :, None]
     weights = scores.softmax(dim=3)
     return (weights.unsqueeze(-1) * v.unsqueeze(2)).sum(3).flatten(-2)
 
@@ -958,12 +959,6 @@ def git_state() -> dict:
     return {"git_commit": commit or None, "source_modified": modified if commit else None}
 
 
-def result_key(task: str, arch: Architecture, single_architecture: bool) -> str:
-    """final_info.json key: the task alone when the study has one architecture (a drop-in
-    AI-Scientist baseline), else task/architecture."""
-    return task if single_architecture else f"{task}/{arch.name}"
-
-
 def study_records(results: list[GroupResult], tables: dict[str, TaskTable], c: Config,
                   buckets: dict[str, str]) -> list[dict]:
     """One record per run (task, architecture, seed) with its metrics, in curve-row order."""
@@ -990,6 +985,8 @@ METRIC_NAMES = ["step_train_acc_99", "step_val_acc_99", "step_val_acc_99_sustain
 
 
 def final_info(records: list[dict], single_architecture: bool) -> dict:
+    """The AI-Scientist final_info.json: one entry per task and architecture, keyed by the task
+    alone when the study has one architecture (a drop-in baseline), else task/architecture."""
     entries: dict[tuple, list] = {}
     for r in records:
         entries.setdefault((r["task"], r["architecture"]), []).append(r)
