@@ -1277,8 +1277,9 @@ def run_study(c: Config, options: dict, device: torch.device, resume: bool, argv
     runs = len(archs) * len(members)
     print(f"study: {plural(len(archs), 'architecture')} x {plural(len(c.tasks), 'task')} x "
           f"{plural(c.seeds, 'seed')} = {plural(runs, 'run')} of {c.num_steps} steps, as "
-          f"{plural(len(archs), 'group')} of {plural(len(members), 'member')}, on "
-          f"{device_name(device)}; {sum(costs.values()) / 1e12:.1f} TFLOP to train", flush=True)
+          f"{plural(len(archs), 'group')} of {plural(len(members), 'member')} "
+          f"({len(archs) * c.num_steps:,} batched steps), on {device_name(device)}; "
+          f"{sum(costs.values()) / 1e12:.1f} TFLOP to train", flush=True)
     if any(saved.values()):
         print(f"resuming: {sum(1 for r in saved.values() if r)} of {plural(len(archs), 'group')} "
               f"already finished in {out_dir}/{GROUPS_DIR}", flush=True)
