@@ -6,7 +6,7 @@ architecture x task x seed of a study, measures memorization, grokking and stabi
 
     python experiment.py --out_dir=run_0                      # the full study (GPU work)
     python experiment.py --out_dir=run_0 --preset=baseline    # the template's baseline, 3 seeds
-    python experiment.py --out_dir=demo --preset=demo         # a few minutes on 2 CPU cores
+    python experiment.py --out_dir=run_1 --preset=demo        # a few minutes on 2 CPU cores
     python experiment.py --out_dir=tiny --layers=1,2 --dims=64 --heads=4 \\
         --tasks=x_plus_y,permutation --seeds=2 --num_steps=300
     GROKKING_PRESET=smoke python experiment.py --out_dir=run_1  # a preset without extra arguments
@@ -94,9 +94,9 @@ PRESETS: dict[str, dict] = {
     "smoke": dict(layers=(1, 2), dims=(32,), heads=(4,), seeds=2, prime=23, perm_k=4, num_steps=300,
                   eval_every=10),
     # A CPU quick start in which memorization and then grokking happen within minutes:
-    # a shallow-wide and a deep-narrow model on x+y mod 59 with more training data.
-    "demo": dict(tasks=("x_plus_y",), layers=(1, 2), dims=(64, 32), heads=(4,), seeds=2,
-                 prime=59, train_fraction=0.6, num_steps=2000, eval_every=20),
+    # a 1- and a 2-layer model on x+y mod 59 with more training data (70%).
+    "demo": dict(tasks=("x_plus_y",), layers=(1, 2), dims=(64,), heads=(4,), seeds=2,
+                 prime=59, train_fraction=0.7, num_steps=3000, eval_every=20),
 }
 
 # Command-line options that are not part of the study itself.
