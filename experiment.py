@@ -1263,6 +1263,7 @@ def run_study(c: Config, options: dict, device: torch.device, resume: bool, argv
     out_dir = options["out_dir"]
     configure_backend(device)
     started = datetime.datetime.now(datetime.timezone.utc)
+    code = {"source_sha256": source_hash(), **git_state()}  # the code that runs, read before training
     study_hash = config_hash(c)
     remove_partial_files(out_dir)
     if not resume:
@@ -1318,7 +1319,7 @@ def run_study(c: Config, options: dict, device: torch.device, resume: bool, argv
         "device": str(device), "device_name": device_name(device),
         "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "host": socket.gethostname(),
-        "source_sha256": source_hash(), **git_state(),
+        **code,
     }
     write_outputs(out_dir, results, tables, c, options, provenance)
     print(f"wrote {out_dir}/final_info.json ({runs} runs) in {provenance['wall_time_s']:.0f} s", flush=True)
