@@ -207,9 +207,10 @@ def finish(fig, filename: str, bottom: float = 0.0) -> tuple:
     """Lay out a figure, leaving room for its wrapped title and `bottom` inches below (for a
     figure legend), and hand it to the saver."""
     title = fig.get_suptitle()
-    top = 0.1 + 0.22 * (title.count("\n") + 1) if title else 0.0
-    height = fig.get_figheight()
-    fig.tight_layout(rect=(0, bottom / height, 1, 1 - top / height))
+    top = 0.22 * (title.count("\n") + 1) if title else 0.0
+    height = fig.get_figheight() + top + bottom  # the axes keep their own height
+    fig.set_figheight(height)
+    fig.tight_layout(rect=(0, bottom / height, 1, 1))  # tight_layout places the suptitle itself
     return fig, filename
 
 
@@ -293,7 +294,7 @@ def figure_steps_vs_params(run: Run):
     """Figure 3: memorization and grokking step against parameter count; censored seeds open."""
     budget = run.config["num_steps"]
     depths = sorted({a["layers"] for a in run.architectures})
-    fig, axes = plt.subplots(1, len(run.tasks), figsize=(4.6 * len(run.tasks), 4.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(run.tasks), figsize=(max(9.0, 4.6 * len(run.tasks)), 4.2), squeeze=False, sharey=True)
     for ax, task in zip(axes[0], run.tasks):
         for a in run.architectures:
             rows = run.rows(task=task, architecture=a["name"])
@@ -313,16 +314,17 @@ def figure_steps_vs_params(run: Run):
         ax.set_title(TASK_TITLES.get(task, task))
         ax.set_xlabel("parameters (log scale)")
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel(f"{STEP_LABEL} (dashed line: budget {budget})")
+    axes[0, 0].set_ylabel(STEP_LABEL)
     legend = [plt.Line2D([], [], color="tab:blue", marker="o", ls="", label="memorization (train > 99%)"),
               plt.Line2D([], [], color="tab:red", marker="o", ls="", label="grokking (validation > 99%)"),
-              plt.Line2D([], [], color="gray", marker="o", mfc="none", ls="", label="some seeds never: open at budget")]
+              plt.Line2D([], [], color="gray", marker="o", mfc="none", ls="", label="some seeds never: open at budget"),
+              plt.Line2D([], [], color="gray", ls="--", label=f"budget ({budget} steps)")]
     legend += [plt.Line2D([], [], color="black", marker=DEPTH_MARKERS[i % 6], ls="", label=f"{d} layer" + ("s" if d > 1 else ""))
                for i, d in enumerate(depths)]
-    axes[0, -1].legend(handles=legend, fontsize=7, loc="lower right")
+    fig.legend(handles=legend, fontsize=8, loc="lower center", ncol=min(len(legend), 5), bbox_to_anchor=(0.5, 0))
     suptitle(fig, f"{run.label}: steps to memorization and grokking vs size (mean ± s.e. over the "
                   "seeds that reached 99%; open markers: seeds that never did)")
-    return finish(fig, f"{run.name}_steps_vs_params.png")
+    return finish(fig, f"{run.name}_steps_vs_params.png", bottom=0.1 + 0.25 * math.ceil(len(legend) / 5))
 
 
 def figure_heatmap(run: Run, task: str):
