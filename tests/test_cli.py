@@ -136,7 +136,7 @@ def test_smoke_preset_end_to_end(tmp_path):
     out = tmp_path / "run_1"
     result = run([f"--out_dir={out}"], env={"GROKKING_PRESET": "smoke"})
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(out)) == sorted(ex.OUTPUT_FILES)
+    assert sorted(os.listdir(out)) == sorted(ex.OUTPUT_FILES + (ex.STUDY_FILE, ex.GROUPS_DIR))
     config = json.loads((out / "config.json").read_text())
     assert config["preset"] == "smoke" and config["config"]["dims"] == [32]
     assert config["config"]["prime"] == 23 and config["config"]["num_steps"] == 300
