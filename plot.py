@@ -141,12 +141,18 @@ def discover_runs(root: str, only: list[str] | None) -> list[Run]:
 # ======================================================================================
 
 
-def mean_stderr(values) -> tuple[float, float]:
-    """Mean and standard error (ddof=1 / sqrt(n)) along axis 0; stderr 0 for one value."""
+def mean_stderr(values) -> tuple:
+    """Mean and standard error (ddof=1 / sqrt(n)) along axis 0 over the finite values, so that a
+    diverged run (NaN curve) leaves the others' mean intact; stderr 0 where one value is finite."""
     values = np.asarray(values, dtype=float)
-    n = values.shape[0]
-    stderr = values.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(values[0])
-    return values.mean(axis=0), stderr
+    finite = np.isfinite(values)
+    n = finite.sum(axis=0)
+    filled = np.where(finite, values, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = filled.sum(axis=0) / n  # NaN where no value is finite
+        squares = (np.where(finite, values - mean, 0.0) ** 2).sum(axis=0)
+        stderr = np.where(n > 1, np.sqrt(squares / np.maximum(n - 1, 1) / np.maximum(n, 1)), 0.0)
+    return mean, stderr
 
 
 def grokking_summary(records: list[dict], budget: int) -> dict:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import matplotlib.image
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -104,3 +105,15 @@ def test_bootstrap_and_matching():
                              (4, 128, 819_169))]
     pairs = [(a["name"], b["name"]) for a, b in plot.matched_pairs(archs)]
     assert pairs == [("L4_D64_H4", "L1_D128_H4"), ("L4_D128_H4", "L1_D256_H4")]
+
+
+def test_mean_and_stderr_skip_diverged_runs():
+    sys.path.insert(0, ROOT)
+    import plot
+    curves = [[1.0, 2.0], [3.0, 4.0], [float("nan"), 6.0]]
+    mean, stderr = plot.mean_stderr(curves)
+    assert list(mean) == [2.0, 4.0]
+    assert stderr[0] == pytest.approx(np.std([1, 3], ddof=1) / np.sqrt(2))
+    assert stderr[1] == pytest.approx(np.std([2, 4, 6], ddof=1) / np.sqrt(3))
+    mean, stderr = plot.mean_stderr([4.0])
+    assert mean == 4.0 and stderr == 0.0
