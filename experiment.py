@@ -597,10 +597,11 @@ class BatchedTransformer(nn.Module):
             prefix_tokens, prefix_index = self.element_tokens.expand(m, elements), left - 2
         else:  # fewer equations than elements: one prefix row per equation
             prefix_tokens, prefix_index = left, torch.arange(b, device=left.device).expand(m, b)
-        constant = lambda token, like: torch.full_like(like, token)
         embed = lambda tok, pos: P["tok_emb"][rows, tok] + P["pos_emb"][:, None, pos]
-        prefix = torch.stack([embed(prefix_tokens, 0), embed(constant(TOKEN_OP, prefix_tokens), 1)], 2)
-        suffix = torch.stack([embed(right, 2), embed(constant(TOKEN_EQ, right), 3)], 2)
+        # "o" and "=" are the same token in every row: one embedding each, broadcast
+        constant = lambda token, pos, n: (P["tok_emb"][:, token] + P["pos_emb"][:, pos])[:, None].expand(m, n, -1)
+        prefix = torch.stack([embed(prefix_tokens, 0), constant(TOKEN_OP, 1, prefix_tokens.shape[1])], 2)
+        suffix = torch.stack([embed(right, 2), constant(TOKEN_EQ, 3, b)], 2)
         x = torch.cat([prefix, suffix], 1)  # (members, prefix rows + batch, 2 positions, d)
         r = prefix.shape[1]
         for layer, w in enumerate(blocks):
