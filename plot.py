@@ -388,16 +388,15 @@ def deep_vs_wide(run: Run) -> list[dict]:
 
 def figure_deep_vs_wide(run: Run, comparisons: list[dict]):
     """Figure 5: grokking step difference at matched capacity, one panel per pair."""
-    pairs = list(dict.fromkeys((c["deep"]["name"].rsplit("_H", 1)[0], c["wide"]["name"].rsplit("_H", 1)[0])
-                               for c in comparisons))
+    pair_of = lambda c: (arch_shape(c["deep"]), arch_shape(c["wide"]))  # one panel per pair of shapes
+    pairs = list(dict.fromkeys(pair_of(c) for c in comparisons))
     if not pairs:
         return None
     heads = sorted({c["heads"] for c in comparisons})
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4.2), squeeze=False, sharey=True)
     colors = plt.get_cmap("tab10")
-    for ax, (deep_name, wide_name) in zip(axes[0], pairs):
-        chosen = [c for c in comparisons if c["deep"]["name"].startswith(deep_name + "_")
-                  and c["wide"]["name"].startswith(wide_name + "_")]
+    for ax, pair in zip(axes[0], pairs):
+        chosen = [c for c in comparisons if pair_of(c) == pair]
         for c in chosen:
             x = run.tasks.index(c["task"]) + 0.15 * (heads.index(c["heads"]) - (len(heads) - 1) / 2)
             ax.errorbar(x, c["diff"], yerr=[[c["diff"] - c["low"]], [c["high"] - c["diff"]]], fmt="o",

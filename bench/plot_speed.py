@@ -12,7 +12,6 @@ synthetic: they exist to measure plot.py, never to be read as results.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -27,45 +26,29 @@ import experiment as ex  # noqa: E402
 
 
 def synthetic_study(source: str, out: str, seed: int) -> None:
+    """A default-study folder whose curves repeat the real ones of `source`, written by
+    experiment.write_outputs itself (so the files are exactly what plot.py reads)."""
     with np.load(os.path.join(source, "curves.npz")) as npz:
         curves = {k: npz[k] for k in npz.files}
     with open(os.path.join(source, "runs.json")) as f:
         source_runs = json.load(f)
     c = ex.Config()
     tables = {t: ex.build_table(t, c.prime, c.perm_k) for t in c.tasks}
-    archs = c.architectures()
-    buckets = ex.capacity_buckets(archs, c.prime)
-    rng = np.random.default_rng(seed)
+    members = [ex.Member(t, s) for t in c.tasks for s in range(c.seeds)]
     steps = np.array(ex.evaluation_steps(c))
-    records, rows = [], {name: [] for name in ex.CURVE_NAMES}
-    for arch in archs:
+    rng = np.random.default_rng(seed)
+    results = []
+    for arch in c.architectures():
+        # bigger models get a slower clock: steps stretched by 0.6 .. 1.4 over the grid's sizes
         stretch = 0.6 + 0.8 * (np.log(ex.parameter_count(arch, 99, 97)) - np.log(6e4)) / np.log(60) \
             + rng.normal(0, 0.05)
-        for task in c.tasks:
-            sources = [i for i, r in enumerate(source_runs) if r["task"] == task]
-            for s in range(c.seeds):
-                src = sources[s % len(sources)]
-                index = np.clip((np.arange(len(steps)) * stretch).astype(int), 0, len(curves["step"]) - 1)
-                curve = np.stack([curves[name][src][index] for name in ex.CURVE_NAMES], axis=1)
-                for i, name in enumerate(ex.CURVE_NAMES):
-                    rows[name].append(curve[:, i])
-                t = tables[task]
-                records.append({"task": task, "architecture": arch.name, "layers": arch.layers,
-                                "d_model": arch.d_model, "heads": arch.heads, "seed": s,
-                                "bucket": buckets[arch.name],
-                                "parameter_count": ex.parameter_count(arch, t.vocab_size, t.num_classes),
-                                **ex.run_metrics(steps, curve, c.num_steps), "wall_time_s": 0.0})
+        index = np.clip((np.arange(len(steps)) * stretch).astype(int), 0, len(curves["step"]) - 1)
+        rows = [[i for i, r in enumerate(source_runs) if r["task"] == m.task][m.seed % 3] for m in members]
+        stacked = np.stack([np.stack([curves[name][row][index] for name in ex.CURVE_NAMES], axis=1)
+                            for row in rows])  # (members, evals, curves)
+        results.append(ex.GroupResult(arch, members, steps, stacked, wall_time_s=0.0, eval_time_s=0.0))
     os.makedirs(out, exist_ok=True)
-    np.savez_compressed(os.path.join(out, "curves.npz"), step=steps, **{k: np.array(v) for k, v in rows.items()})
-    ex.write_json(os.path.join(out, "runs.json"), records)
-    ex.write_json(os.path.join(out, "architectures.json"), [{
-        "name": a.name, "layers": a.layers, "d_model": a.d_model, "heads": a.heads,
-        "aspect_ratio": a.d_model / a.layers, "bucket": buckets[a.name],
-        "parameter_count": ex.parameter_count(a, c.prime + 2, c.prime)} for a in archs])
-    ex.write_json(os.path.join(out, "config.json"), {
-        "format_version": ex.FORMAT_VERSION, "preset": None, "overrides": {}, "varied": [],
-        "config": dataclasses.asdict(c)})
-    ex.write_json(os.path.join(out, "final_info.json"), ex.final_info(records, single_architecture=False))
+    ex.write_outputs(out, results, tables, c, {"preset": None, "overrides": {}}, {"synthetic": True})
 
 
 def main() -> int:
