@@ -428,8 +428,8 @@ def figure_stability(run: Run):
             mean, stderr = s["stable"]
             if mean is not None:
                 ax.bar(x, mean, yerr=stderr, color=color(a), capsize=2)
-            ax.text(x, 0.02, f"{s['grokked']}/{s['n']}", ha="center", fontsize=7, rotation=90, va="bottom")
-        ax.set_ylim(0, 1.05)
+            ax.text(x, 1.03, f"{s['grokked']}/{s['n']}", ha="center", va="bottom", fontsize=7)
+        ax.set_ylim(0, 1.15)
         ax.set_ylabel("fraction > 99%")
         ax.set_title(f"{TASK_TITLES.get(task, task)} (text: seeds grokked)", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
