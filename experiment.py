@@ -19,8 +19,8 @@ carry a leading member dimension; each member follows exactly the trajectory it 
 alone (tests/test_batched.py proves it in float64).
 
 Cost: the default study is about 31 PFLOP (GPU work). On 2 CPU cores the template's baseline
-(--preset=baseline, 12 runs) takes 79 min, 36-42 ms per run and step with evaluation on the full
-splits every 10 steps, 2.3-2.7x faster than the template's own loop (97 ms); its grokking steps
+(--preset=baseline, 12 runs) takes 79 min, 36-47 ms per run and step with evaluation on the full
+splits every 10 steps, 2.1-2.7x faster than the template's own loop (97 ms); its grokking steps
 on the arithmetic tasks lie within 1.5 standard errors of the template's (run_0/, notes.txt). A finished group is saved at once: the same command
 resumes an interrupted study.
 
