@@ -10,7 +10,16 @@ architecture x task x seed of a study, measures memorization, grokking and stabi
     python experiment.py --out_dir=tiny --layers=1,2 --dims=64 --heads=4 \\
         --tasks=x_plus_y,permutation --seeds=2 --num_steps=300
     GROKKING_PRESET=smoke python experiment.py --out_dir=run_1  # a preset without extra arguments
+    python experiment.py --out_dir=run_2 --preset=batch_size   # batch 64..512 on x/y, 100k steps (GPU)
+    python experiment.py --out_dir=run_3 --preset=primes --save_models=1  # p = 97 and 113; keep weights
+    python experiment.py --query=run_3 --task=x_plus_y --arch=L2_D128_H4 --seed=0 --prime=113 30+74 5+3
     python experiment.py --help                                # every option, with its default
+
+Besides layers, dims and heads, prime, train_fraction, batch_size, lr, weight_decay and
+warmup_steps take comma-separated lists, each an axis of the grid (final_info keys then name
+them: x_div_y/L2_D128_H4/bs64). --eval_schedule=log evaluates at log-spaced steps for long runs;
+--test_fraction holds out a test split; --save_models=1 keeps every run's final weights (plain
+arrays in out_dir/models), which --query asks: per equation, the answer, its probability, the truth.
 
 The default study: layers {1,2,4} x d_model {64,128,256} x heads {2,4,8} (27 architectures) on
 x+y, x-y, x/y (mod 97) and composition in S5, 5 seeds each: 540 runs of 7500 AdamW steps.
@@ -21,8 +30,8 @@ alone (tests/test_batched.py proves it in float64).
 Cost: the default study is about 31 PFLOP (GPU work). On 2 CPU cores the template's baseline
 (--preset=baseline, 12 runs) takes 79 min, 36-47 ms per run and step with evaluation on the full
 splits every 10 steps, 2.1-2.7x faster than the template's own loop (97 ms); its grokking steps
-on the arithmetic tasks lie within 1.5 standard errors of the template's (run_0/, notes.txt). A finished group is saved at once: the same command
-resumes an interrupted study.
+on the arithmetic tasks lie within 1.5 standard errors of the template's (run_0/, notes.txt).
+A finished group is saved at once: the same command resumes an interrupted study.
 
 Sections, in order: config and command line, data, model, training, metrics, outputs, main.
 """
@@ -75,21 +84,70 @@ class Config:
     heads: tuple[int, ...] = (2, 4, 8)  # numbers of attention heads to try (must divide d_model)
     seeds: int = 5  # runs per task and architecture; seeds 0 .. seeds-1
     num_steps: int = 7500  # optimizer steps per run
-    eval_every: int = 10  # steps between evaluations on the full train and validation splits
-    batch_size: int = 512  # examples per step, drawn with replacement from the training split
-    lr: float = 1e-3  # AdamW peak learning rate
+    eval_every: int = 10  # steps between evaluations on the full splits (eval_schedule=linear)
+    eval_schedule: str = "linear"  # "linear": every eval_every steps; "log": log-spaced steps
+    eval_points_per_decade: int = 20  # evaluations per factor of 10 in steps (eval_schedule=log)
+    # The six fields below take one value or a comma-separated list; each list is an axis of the
+    # study's grid, like layers, dims and heads (e.g. --batch_size=64,512).
+    batch_size: int | tuple[int, ...] = 512  # examples per step, drawn with replacement from the training split
+    lr: float | tuple[float, ...] = 1e-3  # AdamW peak learning rate
+    weight_decay: float | tuple[float, ...] = 0.5  # AdamW decoupled weight decay, on every parameter
+    warmup_steps: int | tuple[int, ...] = 50  # linear learning-rate warm-up from 0, in steps
+    train_fraction: float | tuple[float, ...] = 0.5  # fraction of all equations in the training split
+    prime: int | tuple[int, ...] = 97  # modulus p of the arithmetic tasks (x_div_y needs a prime)
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.98  # AdamW second-moment decay
-    weight_decay: float = 0.5  # AdamW decoupled weight decay, on every parameter
-    warmup_steps: int = 50  # linear learning-rate warm-up from 0, in steps
-    train_fraction: float = 0.5  # fraction of all equations in the training split
-    prime: int = 97  # modulus p of the arithmetic tasks (x_div_y needs a prime)
+    test_fraction: float = 0.0  # fraction of all equations held out as a test split (0: none)
     perm_k: int = 5  # the permutation task composes elements of S_k (k! elements)
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda" or "cuda:N"
     max_members: int = 0  # runs trained at once (0: a whole group); larger groups go in chunks
+    save_models: int = 0  # 1: save every run's final weights in out_dir/models (see --query)
 
     def architectures(self) -> list[Architecture]:
         return [Architecture(n, d, h) for n in self.layers for d in self.dims for h in self.heads]
+
+    def axis(self, name: str) -> tuple:
+        """The values of a field that holds one value or a list, always as a tuple."""
+        value = getattr(self, name)
+        return value if isinstance(value, tuple) else (value,)
+
+    def varied_axes(self) -> list[str]:
+        """The non-architecture axes given more than one value, in AXES order."""
+        return [name for name in AXES if len(self.axis(name)) > 1]
+
+    def settings(self) -> list[Setting]:
+        """Every combination of the AXES values (one when none is a list)."""
+        return [Setting(*values) for values in itertools.product(*(self.axis(name) for name in AXES))]
+
+
+# Fields beyond the architecture that may be axes of the study (the fields of Setting, in order),
+# with the short tag that names a value in keys and file names (bs64, p113, ...).
+AXES = ("prime", "train_fraction", "batch_size", "lr", "weight_decay", "warmup_steps")
+AXIS_TAGS = {"prime": "p", "train_fraction": "tf", "batch_size": "bs", "lr": "lr", "weight_decay": "wd",
+             "warmup_steps": "wu"}
+# Axes that every member of a batched group shares: the batch is one tensor and one optimizer
+# updates the group. Runs that differ in prime or train_fraction still train together.
+GROUP_AXES = ("batch_size", "lr", "weight_decay", "warmup_steps")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The values of the non-architecture axes for one run."""
+
+    prime: int
+    train_fraction: float
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+
+    def tag(self, axes: list[str], sep: str = "/") -> str:
+        """The values of `axes`, e.g. 'p113/bs64' ('' for no axes)."""
+        return sep.join(f"{AXIS_TAGS[a]}{format_number(getattr(self, a))}" for a in axes)
+
+
+def format_number(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 PRESETS: dict[str, dict] = {
@@ -103,6 +161,14 @@ PRESETS: dict[str, dict] = {
     # a 1- and a 2-layer model on x+y mod 59 with more training data (70%).
     "demo": dict(tasks=("x_plus_y",), layers=(1, 2), dims=(64,), heads=(4,), seeds=2,
                  prime=59, train_fraction=0.7, num_steps=3000, eval_every=20),
+    # The batch-size study: the baseline model on x/y with weight decay 1.0 at batch 64 to 512,
+    # 100k steps evaluated at log-spaced steps (grokking at 512, not at 64). GPU work.
+    "batch_size": dict(tasks=("x_div_y",), layers=(2,), dims=(128,), heads=(4,), seeds=3,
+                       batch_size=(64, 128, 256, 512), weight_decay=1.0, num_steps=100_000,
+                       eval_schedule="log"),
+    # The primes study: x+y and x-y mod 97 and 113, with 1 and 2 layers.
+    "primes": dict(tasks=("x_plus_y", "x_minus_y"), layers=(1, 2), dims=(128,), heads=(4,), seeds=3,
+                   prime=(97, 113)),
 }
 
 # Command-line options that are not part of the study itself.
@@ -110,6 +176,8 @@ RUN_OPTIONS = {
     "out_dir": "folder for every output file (required)",
     "preset": "a named set of overrides: " + ", ".join(PRESETS) + " (or env GROKKING_PRESET)",
     "overwrite": "1 to replace the results already in out_dir",
+    "query": "RUN_DIR: ask a run saved with --save_models=1 the equations that follow (30/74 5/3); "
+             "pick the run with --task, --arch, --seed and the varied axes (--prime=113 ...)",
 }
 
 
@@ -117,11 +185,16 @@ class UsageError(Exception):
     """Bad input: reported as one line on stderr with exit code 2, before any work starts."""
 
 
-def parse_value(name: str, text: str, kind):
-    """Parse one command-line value into the type of Config field `name`."""
-    is_list = getattr(kind, "__origin__", None) is tuple
-    item_type = kind.__args__[0] if is_list else kind
-    items = [s.strip() for s in text.split(",")] if is_list else [text.strip()]
+# Config annotation -> (type of one value, "one" value, a "list", or an "axis": one value or a list)
+FIELD_KINDS = {"int": (int, "one"), "float": (float, "one"), "str": (str, "one"),
+               "tuple[str, ...]": (str, "list"), "tuple[int, ...]": (int, "list"),
+               "int | tuple[int, ...]": (int, "axis"), "float | tuple[float, ...]": (float, "axis")}
+
+
+def parse_value(name: str, text: str, item_type, shape: str):
+    """Parse one command-line value into a Config field's value; an axis given one value is
+    stored as that value, so single-valued studies save plain numbers."""
+    items = [s.strip() for s in text.split(",")] if shape != "one" else [text.strip()]
     parsed = []
     for item in items:
         try:
@@ -134,25 +207,29 @@ def parse_value(name: str, text: str, kind):
                     raise ValueError
                 parsed.append(item)
         except ValueError:
-            expected = {int: "an integer", float: "a number", str: "a word"}[item_type]
-            what = "a comma-separated list of " + expected.split(" ", 1)[1] + "s" if is_list else expected
+            one = {int: "an integer", float: "a number", str: "a word"}[item_type]
+            many = "a comma-separated list of " + one.split(" ", 1)[1] + "s"
+            what = {"one": one, "list": many, "axis": f"{one} or {many}"}[shape]
             raise UsageError(f"--{name}={text!r}: expected {what}") from None
-    return tuple(parsed) if is_list else parsed[0]
+    if shape == "one" or (shape == "axis" and len(parsed) == 1):
+        return parsed[0]
+    return tuple(parsed)
 
 
-def config_field_types() -> dict:
-    hints = {"tuple[str, ...]": tuple[str, ...], "tuple[int, ...]": tuple[int, ...],
-             "int": int, "float": float, "str": str}
-    return {f.name: hints[f.type] for f in dataclasses.fields(Config)}
+def config_field_types() -> dict[str, tuple]:
+    """Config field -> (type of one value, shape) as in FIELD_KINDS."""
+    return {f.name: FIELD_KINDS[f.type] for f in dataclasses.fields(Config)}
 
 
-def split_arguments(argv: list[str]) -> dict[str, str]:
-    """`--key=value` or `--key value` pairs into a dict; anything else is a usage error."""
-    pairs, i = {}, 0
+def split_arguments(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """`--key=value` or `--key value` pairs into a dict, and the other arguments (positionals)."""
+    pairs, positionals, i = {}, [], 0
     while i < len(argv):
         arg = argv[i]
         if not arg.startswith("--") or arg == "--":
-            raise UsageError(f"unexpected argument {arg!r}: options look like --field=value")
+            positionals.append(arg)
+            i += 1
+            continue
         key, eq, value = arg[2:].partition("=")
         key = key.replace("-", "_")
         if not eq:
@@ -163,12 +240,14 @@ def split_arguments(argv: list[str]) -> dict[str, str]:
             raise UsageError(f"--{key} is given twice")
         pairs[key] = value
         i += 1
-    return pairs
+    return pairs, positionals
 
 
 def resolve_config(argv: list[str], environ=os.environ) -> tuple[Config, dict]:
     """Command line (+ GROKKING_PRESET) -> (validated Config, run options). Raises UsageError."""
-    pairs = split_arguments(argv)
+    pairs, positionals = split_arguments(argv)
+    if positionals:
+        raise UsageError(f"unexpected argument {positionals[0]!r}: options look like --field=value")
     types = config_field_types()
     unknown = [k for k in pairs if k not in types and k not in RUN_OPTIONS]
     if unknown:
@@ -177,7 +256,7 @@ def resolve_config(argv: list[str], environ=os.environ) -> tuple[Config, dict]:
     preset = pairs.get("preset", environ.get("GROKKING_PRESET", "")).strip() or None
     if preset is not None and preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    overrides = {k: parse_value(k, v, types[k]) for k, v in pairs.items() if k in types}
+    overrides = {k: parse_value(k, v, *types[k]) for k, v in pairs.items() if k in types}
     values = {**PRESETS.get(preset, {}), **overrides}
     config = Config(**values)
     validate_config(config)
@@ -212,23 +291,33 @@ def validate_config(c: Config) -> None:
     for d in c.dims:
         for h in c.heads:
             need(d % h == 0, f"{h} heads do not divide d_model {d}; pick --heads that divide every --dims value")
-    for name in ("seeds", "num_steps", "eval_every", "batch_size"):
+    for name in AXES:
+        need(len(set(c.axis(name))) == len(c.axis(name)), f"--{name} lists a value twice")
+    for name in ("seeds", "num_steps", "eval_every", "eval_points_per_decade"):
         need(getattr(c, name) > 0, f"--{name} must be a positive integer, got {getattr(c, name)}")
+    need(all(b > 0 for b in c.axis("batch_size")), f"--batch_size must be positive, got {format_value(c.batch_size)}")
+    need(c.eval_schedule in ("linear", "log"), f"--eval_schedule={c.eval_schedule!r}: use linear or log")
     need(c.max_members >= 0, f"--max_members must be >= 0 (0: no limit), got {c.max_members}")
-    need(c.warmup_steps >= 0, f"--warmup_steps must be >= 0, got {c.warmup_steps}")
-    need(c.lr > 0 and math.isfinite(c.lr), f"--lr must be a positive number, got {c.lr}")
-    need(c.weight_decay >= 0 and math.isfinite(c.weight_decay), "--weight_decay must be >= 0")
+    need(c.save_models in (0, 1), f"--save_models={c.save_models}: expected 0 or 1")
+    need(all(w >= 0 for w in c.axis("warmup_steps")), f"--warmup_steps must be >= 0, got {format_value(c.warmup_steps)}")
+    need(all(v > 0 and math.isfinite(v) for v in c.axis("lr")), f"--lr must be positive, got {format_value(c.lr)}")
+    need(all(v >= 0 and math.isfinite(v) for v in c.axis("weight_decay")), "--weight_decay must be >= 0")
     need(0 <= c.beta1 < 1 and 0 <= c.beta2 < 1, "--beta1 and --beta2 must lie in [0, 1)")
-    need(0 < c.train_fraction < 1, f"--train_fraction must lie strictly between 0 and 1, got {c.train_fraction}")
-    need(2 <= c.prime <= 2000, f"--prime must lie in 2..2000 (the tables hold p^2 equations), got {c.prime}")
-    if "x_div_y" in c.tasks:
-        need(is_prime(c.prime), f"--prime={c.prime} is not prime, so x_div_y has no inverse for every "
-                                "divisor; use a prime such as 97 or 113, or drop x_div_y from --tasks")
+    for f in c.axis("train_fraction"):
+        need(0 < f < 1, f"--train_fraction must lie strictly between 0 and 1, got {f}")
+    need(0 <= c.test_fraction < 1, f"--test_fraction must lie in [0, 1), got {c.test_fraction}")
+    for p in c.axis("prime"):
+        need(2 <= p <= 2000, f"--prime must lie in 2..2000 (the tables hold p^2 equations), got {p}")
+        if "x_div_y" in c.tasks:
+            need(is_prime(p), f"--prime={p} is not prime, so x_div_y has no inverse for every "
+                              "divisor; use a prime such as 97 or 113, or drop x_div_y from --tasks")
     need(2 <= c.perm_k <= 6, f"--perm_k must lie in 2..6 (S_k has k! elements), got {c.perm_k}")
-    for t in c.tasks:
-        n = task_size(t, c)
-        need(1 <= int(n * c.train_fraction) < n,
-             f"--train_fraction={c.train_fraction} leaves an empty split of the {n} equations of {t}")
+    for t, p, f in itertools.product(c.tasks, c.axis("prime"), c.axis("train_fraction")):
+        n = task_size(t, p, c.perm_k)
+        train, test = split_sizes(n, f, c.test_fraction)
+        need(train >= 1 and n - train - test >= 1 and (test >= 1 or c.test_fraction == 0),
+             f"--train_fraction={f} and --test_fraction={c.test_fraction} leave an empty split "
+             f"of the {n} equations of {t}")
     need(re.fullmatch(r"auto|cpu|cuda(:\d+)?", c.device) is not None,
          f"--device={c.device!r}: use auto, cpu, cuda or cuda:N")
 
@@ -237,9 +326,10 @@ def usage() -> str:
     lines = [__doc__.strip(), "", "Options (defaults are the full study):"]
     for name, text in RUN_OPTIONS.items():
         lines.append(f"  --{name:<15} {text}")
-    comments = field_comments()
+    comments, types = field_comments(), config_field_types()
     for f in dataclasses.fields(Config):
-        lines.append(f"  --{f.name:<15} {comments.get(f.name, '')} [default: {format_value(f.default)}]")
+        axis = " (a list: an axis of the grid)" if types[f.name][1] == "axis" else ""
+        lines.append(f"  --{f.name:<15} {comments.get(f.name, '')}{axis} [default: {format_value(f.default)}]")
     for name, values in PRESETS.items():
         lines.append(f"  preset {name}: " + " ".join(f"--{k}={format_value(v)}" for k, v in values.items()))
     return "\n".join(lines)
@@ -274,10 +364,10 @@ POSITIONS = 5  # the template's position table has 5 rows (its equations had 5 s
 #                for identical initialization and parameter count
 
 
-def task_size(task: str, c: Config) -> int:
+def task_size(task: str, prime: int, perm_k: int) -> int:
     if task == "permutation":
-        return math.factorial(c.perm_k) ** 2
-    return c.prime * (c.prime - 1 if task == "x_div_y" else c.prime)
+        return math.factorial(perm_k) ** 2
+    return prime * (prime - 1 if task == "x_div_y" else prime)
 
 
 @dataclass
@@ -329,19 +419,42 @@ def data_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(DATA_SEED_BASE + seed)
 
 
-def split_table(num_equations: int, train_fraction: float, generator: torch.Generator):
-    """(train_indices, val_indices): a seeded shuffle cut at int(n * fraction), as the template."""
+def split_sizes(num_equations: int, train_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """(training, test) equation counts; validation holds the rest."""
+    return int(num_equations * train_fraction), int(num_equations * test_fraction)
+
+
+def split_table(num_equations: int, train_fraction: float, generator: torch.Generator,
+                test_fraction: float = 0.0):
+    """(train, val, test) indices: a seeded shuffle cut at int(n * train_fraction), as the
+    template; the optional test split is the shuffle's tail, so without it nothing changes."""
     order = torch.randperm(num_equations, generator=generator)
-    cut = int(num_equations * train_fraction)
-    return order[:cut], order[cut:]
+    cut, test = split_sizes(num_equations, train_fraction, test_fraction)
+    return order[:cut], order[cut:num_equations - test], order[num_equations - test:]
 
 
 @dataclass(frozen=True)
 class Member:
-    """One run inside a batched group: a task and a seed."""
+    """One run inside a batched group: a task, a seed and the values of the other axes."""
 
     task: str
     seed: int
+    setting: Setting
+
+    @property
+    def table_key(self) -> tuple[str, int]:
+        return self.task, self.setting.prime
+
+
+def build_tables(c: Config) -> dict[tuple[str, int], TaskTable]:
+    """Every table the study needs, keyed like Member.table_key (S_k is shared by every prime)."""
+    tables, built = {}, {}
+    for task, prime in itertools.product(c.tasks, c.axis("prime")):
+        key = (task, 0 if task == "permutation" else prime)  # S_k does not depend on the prime
+        if key not in built:
+            built[key] = build_table(task, prime, c.perm_k)
+        tables[task, prime] = built[key]
+    return tables
 
 
 class GroupData:
@@ -353,36 +466,38 @@ class GroupData:
 
     BATCH_CHUNK = 100  # steps of batch indices drawn at a time (the draw is chunk-independent)
 
-    def __init__(self, members: list[Member], tables: dict[str, TaskTable], c: Config, device):
-        self.members, self.batch_size, self.device = members, c.batch_size, device
+    def __init__(self, members: list[Member], tables: dict, c: Config, device):
+        self.members, self.device = members, device
+        self.batch_size = members[0].setting.batch_size  # the same for the whole group (GROUP_AXES)
         m = len(members)
-        sizes = [len(tables[mb.task].answers) for mb in members]
+        sizes = [len(tables[mb.table_key].answers) for mb in members]
         self.left = torch.zeros(m, max(sizes), dtype=torch.long)  # (members, equations) token a
         self.right = torch.zeros(m, max(sizes), dtype=torch.long)  # token b
         self.answers = torch.zeros(m, max(sizes), dtype=torch.long)  # element index c
-        # 1 on the member's training (validation) rows, else 0; float64 so that sums are exact counts
-        self.train_mask = torch.zeros(m, max(sizes), dtype=torch.float64)
-        self.val_mask = torch.zeros(m, max(sizes), dtype=torch.float64)
+        # Per split (train, val[, test]): 1 on the member's rows of that split, else 0;
+        # float64 so that sums are exact counts.
+        splits = 3 if c.test_fraction > 0 else 2
+        self.split_masks = torch.zeros(splits, m, max(sizes), dtype=torch.float64)
         self.generators, self.train_indices = [], []
         for i, mb in enumerate(members):
-            table = tables[mb.task]
+            table = tables[mb.table_key]
             n = sizes[i]
             self.left[i, :n], self.right[i, :n] = table.tokens[:, 0], table.tokens[:, 2]
             self.answers[i, :n] = table.answers
             gen = data_generator(mb.seed)
-            train, val = split_table(n, c.train_fraction, gen)
-            self.train_mask[i, train] = 1.0
-            self.val_mask[i, val] = 1.0
+            indices = split_table(n, mb.setting.train_fraction, gen, c.test_fraction)
+            for split in range(splits):
+                self.split_masks[split, i, indices[split]] = 1.0
             self.generators.append(gen)
-            self.train_indices.append(train)
+            self.train_indices.append(indices[0])
         # Runs of consecutive members with equally large tables: evaluated together, unpadded.
         self.eval_blocks, start = [], 0  # [(slice of members, equations per member)]
         for n, run in itertools.groupby(sizes):
             count = len(list(run))
             self.eval_blocks.append((slice(start, start + count), n))
             start += count
-        self.split_sizes = torch.stack([self.train_mask.sum(1), self.val_mask.sum(1)], 1).to(device)
-        for name in ("left", "right", "answers", "train_mask", "val_mask"):
+        self.split_sizes = self.split_masks.sum(2).t().to(device)  # (members, splits)
+        for name in ("left", "right", "answers", "split_masks"):
             setattr(self, name, getattr(self, name).to(device))
         self.member_index = torch.arange(m, device=device)[:, None]  # (members, 1)
         self._chunk, self._chunk_start = None, 0
@@ -522,14 +637,13 @@ class BatchedTransformer(nn.Module):
         "head_w": ("model.{head}.weight", True), "head_b": ("model.{head}.bias", False),
     }
 
-    def __init__(self, arch: Architecture, references: list[ReferenceTransformer],
-                 num_classes: list[int], dtype=torch.float32):
+    def __init__(self, arch: Architecture, vocab_size: int, num_classes: list[int], dtype=torch.float32):
+        """Zero weights for len(num_classes) members; vocab_size and the head are the largest
+        member's. Use from_references for initialized members, load_state_dict for saved ones."""
         super().__init__()
         self.arch = arch
-        m, d = len(references), arch.d_model
-        vocab = max(r.token_embeddings.num_embeddings for r in references)
-        classes = max(num_classes)
-        self.tok_emb = nn.Parameter(torch.zeros(m, vocab, d, dtype=dtype))  # (members, vocab, d)
+        m, d, classes = len(num_classes), arch.d_model, max(num_classes)
+        self.tok_emb = nn.Parameter(torch.zeros(m, vocab_size, d, dtype=dtype))  # (members, vocab, d)
         self.pos_emb = nn.Parameter(torch.zeros(m, POSITIONS, d, dtype=dtype))
         self.blocks = nn.ModuleList(StackedBlock(m, d, dtype) for _ in range(arch.layers))
         self.lnf_w = nn.Parameter(torch.zeros(m, d, dtype=dtype))
@@ -542,17 +656,24 @@ class BatchedTransformer(nn.Module):
             mask[i, :, k:] = -float("inf")
         self.register_buffer("class_mask", mask)
         # Every element token (2 .. vocab-1): the prefix rows of the shared-prefix path.
-        self.register_buffer("element_tokens", torch.arange(2, vocab))
+        self.register_buffer("element_tokens", torch.arange(2, vocab_size))
         # Additive causal masks, kept on the device: [a, o] among themselves; [b, =] over all four.
         self.register_buffer("prefix_mask", torch.tensor([[0.0, -math.inf], [0.0, 0.0]], dtype=dtype))
         self.register_buffer("suffix_mask", torch.tensor([[0.0, 0.0, 0.0, -math.inf], [0.0] * 4], dtype=dtype))
+
+    @classmethod
+    def from_references(cls, arch: Architecture, references: list[ReferenceTransformer],
+                        num_classes: list[int], dtype=torch.float32) -> BatchedTransformer:
+        """The members' initial weights copied from their ReferenceTransformers."""
+        model = cls(arch, max(r.token_embeddings.num_embeddings for r in references), num_classes, dtype)
         with torch.no_grad():
             for i, ref in enumerate(references):
                 state = ref.state_dict()
-                for module, name, key, transpose in self._weights():
+                for module, name, key, transpose in model._weights():
                     value = state[key].t() if transpose else state[key]
                     target = getattr(module, name)[i]
                     target[tuple(slice(0, s) for s in value.shape)].copy_(value)
+        return model
 
     def _weights(self):
         """(module, stacked name, ReferenceTransformer state-dict key, stored transposed)."""
@@ -661,12 +782,23 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tor
 # ======================================================================================
 
 CURVE_NAMES = ("train_loss", "train_acc", "val_loss", "val_acc", "weight_norm")
+TEST_CURVE_NAMES = ("test_loss", "test_acc")  # appended when the study has a test split
 EVAL_ACTIVATION_BUDGET = {"cpu": 2 ** 24, "cuda": 2 ** 28}  # floats in the widest eval activation
 
 
+def curve_names(c: Config) -> tuple[str, ...]:
+    return CURVE_NAMES + (TEST_CURVE_NAMES if c.test_fraction > 0 else ())
+
+
 def evaluation_steps(c: Config) -> list[int]:
-    """Steps after which the model is evaluated: every eval_every steps, and the last step."""
-    steps = list(range(c.eval_every, c.num_steps + 1, c.eval_every))
+    """Steps after which the model is evaluated, always ending with the last step: every
+    eval_every steps (linear), or eval_points_per_decade steps per factor of 10 rounded to
+    whole steps, duplicates dropped (log: 100k-step runs with a few hundred evaluations)."""
+    if c.eval_schedule == "log":
+        points = math.ceil(math.log10(c.num_steps) * c.eval_points_per_decade)
+        steps = sorted({min(round(10 ** (k / c.eval_points_per_decade)), c.num_steps) for k in range(points + 1)})
+    else:
+        steps = list(range(c.eval_every, c.num_steps + 1, c.eval_every))
     return steps if steps and steps[-1] == c.num_steps else steps + [c.num_steps]
 
 
@@ -675,10 +807,10 @@ def lr_factor(step: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps == 0 else min(step / warmup_steps, 1.0)
 
 
-def make_optimizer(params, c: Config) -> torch.optim.AdamW:
+def make_optimizer(params, c: Config, setting: Setting) -> torch.optim.AdamW:
     """One AdamW over the stacked parameters: every member gets exactly its own update."""
-    return torch.optim.AdamW(params, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay,
-                             fused=True)
+    return torch.optim.AdamW(params, lr=setting.lr, betas=(c.beta1, c.beta2),
+                             weight_decay=setting.weight_decay, fused=True)
 
 
 def member_losses(logits: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
@@ -688,11 +820,12 @@ def member_losses(logits: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: BatchedTransformer, data: GroupData) -> torch.Tensor:
-    """(members, len(CURVE_NAMES)) float64: loss and accuracy on the full training and validation
-    splits, and the weight norm. One pass over every equation of each member; the split masks
-    pick the sums, which are accumulated in float64 so that accuracies are exact counts / n."""
-    d = model.arch.d_model
-    sums = torch.zeros(model.members, 4, device=data.answers.device, dtype=torch.float64)
+    """(members, curves) float64 in curve_names order: loss and accuracy on the full training and
+    validation splits, the weight norm, then test loss and accuracy if there is a test split.
+    One pass over every equation of each member; the split masks pick the sums, which are
+    accumulated in float64 so that accuracies are exact counts / n."""
+    d, splits = model.arch.d_model, data.split_masks.shape[0]
+    sums = torch.zeros(model.members, splits, 2, device=data.answers.device, dtype=torch.float64)
     for members, n in data.eval_blocks:
         m = members.stop - members.start
         chunk = max(64, EVAL_ACTIVATION_BUDGET[data.answers.device.type] // (m * 2 * 4 * d))
@@ -702,11 +835,10 @@ def evaluate(model: BatchedTransformer, data: GroupData) -> torch.Tensor:
             answers = data.answers[members, rows]
             loss = member_losses(logits, answers).double()
             correct = (logits.argmax(-1) == answers).double()
-            train, val = data.train_mask[members, rows], data.val_mask[members, rows]
-            sums[members] += torch.stack([(loss * train).sum(1), (correct * train).sum(1),
-                                          (loss * val).sum(1), (correct * val).sum(1)], dim=1)
-    means = sums / data.split_sizes.repeat_interleave(2, dim=1)  # (train, train, val, val) sizes
-    return torch.cat([means, model.weight_norms().double()[:, None]], dim=1)
+            sums[members] += torch.stack([torch.stack([(loss * mask).sum(1), (correct * mask).sum(1)], 1)
+                                          for mask in data.split_masks[:, members, rows]], 1)
+    means = (sums / data.split_sizes[:, :, None]).flatten(1)  # (members, splits * 2): loss, acc per split
+    return torch.cat([means[:, :4], model.weight_norms().double()[:, None], means[:, 4:]], dim=1)
 
 
 def forward_flops(arch: Architecture, num_classes: int, equations: int, prefix_rows: int) -> int:
@@ -720,30 +852,66 @@ def forward_flops(arch: Architecture, num_classes: int, equations: int, prefix_r
     return (arch.layers - 1) * full_block + last_block + equations * 2 * d * num_classes
 
 
-def step_flops(arch: Architecture, table: TaskTable, c: Config) -> int:
+def step_flops(arch: Architecture, table: TaskTable, batch_size: int) -> int:
     """One training step of one member: forward and backward (twice the forward)."""
-    prefix = min(table.num_classes, c.batch_size)
-    return 3 * forward_flops(arch, table.num_classes, c.batch_size, prefix)
+    prefix = min(table.num_classes, batch_size)
+    return 3 * forward_flops(arch, table.num_classes, batch_size, prefix)
 
 
-def group_flops(arch: Architecture, members: list[Member], tables: dict[str, TaskTable], c: Config) -> float:
+@dataclass(frozen=True)
+class Group:
+    """Runs that train as one batched model: one architecture and one value of each GROUP_AXES."""
+
+    arch: Architecture
+    members: list[Member]
+    tag: str = ""  # the values of the GROUP_AXES that vary in the study, e.g. "bs64"
+
+    @property
+    def name(self) -> str:  # e.g. L2_D128_H4 or L2_D128_H4_bs64: labels and file names
+        return self.arch.name + (f"_{self.tag}" if self.tag else "")
+
+    @property
+    def setting(self) -> Setting:  # every member's GROUP_AXES values are these
+        return self.members[0].setting
+
+
+def plan_groups(c: Config) -> list[Group]:
+    """Architectures x values of the GROUP_AXES; inside a group, members = settings of the other
+    axes x tasks x seeds (tasks of different vocabularies and primes are padded together)."""
+    varied = [a for a in c.varied_axes() if a in GROUP_AXES]
+    members = [Member(t, s, setting) for setting in c.settings() for t in c.tasks for s in range(c.seeds)]
+    by_values = {}
+    for mb in members:
+        by_values.setdefault(tuple(getattr(mb.setting, a) for a in GROUP_AXES), []).append(mb)
+    return [Group(arch, part, part[0].setting.tag(varied, "_"))
+            for arch in c.architectures() for part in by_values.values()]
+
+
+def group_flops(group: Group, tables: dict, c: Config) -> float:
     """Training and evaluation FLOPs of a whole group."""
     total = 0.0
-    for mb in members:
-        t = tables[mb.task]
-        evaluation = forward_flops(arch, t.num_classes, len(t.answers), t.num_classes)
-        total += step_flops(arch, t, c) * c.num_steps + evaluation * len(evaluation_steps(c))
+    for mb in group.members:
+        t = tables[mb.table_key]
+        evaluation = forward_flops(group.arch, t.num_classes, len(t.answers), t.num_classes)
+        total += step_flops(group.arch, t, mb.setting.batch_size) * c.num_steps + evaluation * len(evaluation_steps(c))
     return total
 
 
 @dataclass
 class GroupResult:
-    arch: Architecture
-    members: list[Member]
+    group: Group
     steps: np.ndarray  # (evals,) the step after which each evaluation ran
-    curves: np.ndarray  # (members, evals, len(CURVE_NAMES))
+    curves: np.ndarray  # (members, evals, curves) in curve_names order
     wall_time_s: float  # training and evaluation of the whole group
     eval_time_s: float  # the part of wall_time_s spent evaluating
+
+    @property
+    def arch(self) -> Architecture:
+        return self.group.arch
+
+    @property
+    def members(self) -> list[Member]:
+        return self.group.members
 
 
 def synchronize(device: torch.device) -> None:
@@ -751,24 +919,24 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_group(arch: Architecture, members: list[Member], tables: dict[str, TaskTable], c: Config,
-                device: torch.device, dtype=torch.float32, on_eval=None):
-    """Train every member of one architecture together; returns (GroupResult, model).
+def train_group(group: Group, tables: dict, c: Config, device: torch.device, dtype=torch.float32, on_eval=None):
+    """Train every member of a group together; returns (GroupResult, model).
 
     on_eval(steps_done) is called after each evaluation (for progress). The host waits for the
     device only at evaluation points, to time them; curves stay on the device until the end."""
     start = time.perf_counter()
-    references = [reference_model(arch, tables[mb.task], mb.seed) for mb in members]
-    model = BatchedTransformer(arch, references, [tables[mb.task].num_classes for mb in members],
-                               dtype=dtype).to(device)
+    arch, members, setting = group.arch, group.members, group.setting
+    references = [reference_model(arch, tables[mb.table_key], mb.seed) for mb in members]
+    model = BatchedTransformer.from_references(arch, references, [tables[mb.table_key].num_classes for mb in members],
+                                               dtype=dtype).to(device)
     data = GroupData(members, tables, c, device)
-    optimizer = make_optimizer(model.parameters(), c)
+    optimizer = make_optimizer(model.parameters(), c, setting)
     steps = evaluation_steps(c)
-    curves = torch.zeros(len(members), len(steps), len(CURVE_NAMES), device=device, dtype=torch.float64)
+    curves = torch.zeros(len(members), len(steps), len(curve_names(c)), device=device, dtype=torch.float64)
     eval_time, next_eval = 0.0, 0
     for step in range(c.num_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = c.lr * lr_factor(step, c.warmup_steps)
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = setting.lr * lr_factor(step, setting.warmup_steps)
         left, right, answers = data.batch(step)
         loss = member_losses(model(left, right), answers).mean(1).sum()  # members are independent
         optimizer.zero_grad(set_to_none=True)
@@ -783,8 +951,7 @@ def train_group(arch: Architecture, members: list[Member], tables: dict[str, Tas
             next_eval += 1
             if on_eval is not None:
                 on_eval(step + 1)
-    result = GroupResult(arch, members, np.array(steps), curves.cpu().numpy(),
-                         time.perf_counter() - start, eval_time)
+    result = GroupResult(group, np.array(steps), curves.cpu().numpy(), time.perf_counter() - start, eval_time)
     return result, model
 
 
@@ -793,27 +960,33 @@ def is_out_of_memory(error: BaseException) -> bool:
         isinstance(error, RuntimeError) and "can't allocate memory" in str(error))
 
 
-def train_architecture(arch: Architecture, members: list[Member], tables: dict[str, TaskTable], c: Config,
-                       device: torch.device, on_progress=None) -> GroupResult:
-    """Every member of one architecture, in chunks of at most max_members (members are
-    independent, so chunking changes no result). When the device runs out of memory the chunk
-    is halved and the group starts again. on_progress(fraction of the group done)."""
+def train_architecture(group: Group, tables: dict, c: Config, device: torch.device,
+                       on_progress=None) -> tuple[GroupResult, list]:
+    """Every member of a group, in chunks of at most max_members (members are independent, so
+    chunking changes no result). When the device runs out of memory the chunk is halved and the
+    group starts again. on_progress(fraction of the group done). Returns the result and, with
+    save_models, each chunk's (members, trained model)."""
+    members = group.members
     chunk = c.max_members or len(members)
     while True:
         try:
-            parts = []
+            parts, models = [], []
             for start in range(0, len(members), chunk):
-                part = members[start:start + chunk]
+                part = dataclasses.replace(group, members=members[start:start + chunk])
                 report = None if on_progress is None else (
-                    lambda step, start=start, n=len(part): on_progress((start + n * step / c.num_steps) / len(members)))
-                parts.append(train_group(arch, part, tables, c, device, on_eval=report)[0])
-            return GroupResult(arch, members, parts[0].steps, np.concatenate([p.curves for p in parts]),
-                               sum(p.wall_time_s for p in parts), sum(p.eval_time_s for p in parts))
+                    lambda step, start=start, n=len(part.members):
+                    on_progress((start + n * step / c.num_steps) / len(members)))
+                result, model = train_group(part, tables, c, device, on_eval=report)
+                parts.append(result)
+                if c.save_models:
+                    models.append((part.members, model))
+            return GroupResult(group, parts[0].steps, np.concatenate([p.curves for p in parts]),
+                               sum(p.wall_time_s for p in parts), sum(p.eval_time_s for p in parts)), models
         except Exception as error:  # noqa: BLE001 - only out-of-memory is handled here
             if not is_out_of_memory(error) or chunk == 1:
                 raise
             if chunk == (c.max_members or len(members)):  # one line, at the first split
-                print(f"warning: {arch.name} does not fit in memory; training it in smaller chunks of "
+                print(f"warning: {group.name} does not fit in memory; training it in smaller chunks of "
                       "runs (same results, more time)", file=sys.stderr, flush=True)
             chunk = (chunk + 1) // 2
             if device.type == "cuda":
@@ -840,11 +1013,12 @@ def sustained_step(steps: np.ndarray, accuracy: np.ndarray, num_steps: int) -> i
     return int(steps[start]) if start < len(steps) else num_steps
 
 
-def run_metrics(steps: np.ndarray, curve: np.ndarray, num_steps: int) -> dict:
-    """Curves of one run (evals, len(CURVE_NAMES)) -> its metrics (see notes.txt)."""
-    col = {name: curve[:, i] for i, name in enumerate(CURVE_NAMES)}
+def run_metrics(steps: np.ndarray, curve: np.ndarray, num_steps: int, names=CURVE_NAMES) -> dict:
+    """Curves of one run (evals, len(names)), names from curve_names -> its metrics (see notes.txt)."""
+    col = {name: curve[:, i] for i, name in enumerate(names)}
     train_acc, val_acc = col["train_acc"], col["val_acc"]
-    diverged = not np.isfinite(curve[:, :4]).all()  # a NaN or infinite loss: the run blew up
+    losses = [col[n] for n in names if n.endswith("loss")]
+    diverged = not np.isfinite(losses + [train_acc, val_acc]).all()  # a NaN or infinite loss: the run blew up
     step_train = first_step_above(steps, train_acc, num_steps)
     step_val = first_step_above(steps, val_acc, num_steps)
     grokked = bool((val_acc > THRESHOLD).any())
@@ -868,7 +1042,9 @@ def run_metrics(steps: np.ndarray, curve: np.ndarray, num_steps: int) -> dict:
         if len(after):
             metrics["stable_fraction"] = float((after > THRESHOLD).mean())
             metrics["min_val_acc_after_grok"] = float(after.min())
-    for name in CURVE_NAMES:  # null for a run whose last evaluation is not finite
+    if "test_acc" in col:
+        metrics["step_test_acc_99"] = first_step_above(steps, col["test_acc"], num_steps)
+    for name in names:  # null for a run whose last evaluation is not finite
         metrics["final_" + name] = float(col[name][-1]) if np.isfinite(col[name][-1]) else None
     return metrics
 
@@ -966,19 +1142,19 @@ def git_state() -> dict:
     return {"git_commit": commit or None, "source_modified": modified if commit else None}
 
 
-def study_records(results: list[GroupResult], tables: dict[str, TaskTable], c: Config,
-                  buckets: dict[str, str]) -> list[dict]:
-    """One record per run (task, architecture, seed) with its metrics, in curve-row order."""
-    records = []
+def study_records(results: list[GroupResult], tables: dict, c: Config, buckets: dict[str, str]) -> list[dict]:
+    """One record per run (task, architecture, setting, seed) with its metrics, in curve-row order."""
+    records, varied = [], c.varied_axes()
     for res in results:
         for i, mb in enumerate(res.members):
-            t = tables[mb.task]
+            t = tables[mb.table_key]
             records.append({
                 "task": mb.task, "architecture": res.arch.name, "layers": res.arch.layers,
                 "d_model": res.arch.d_model, "heads": res.arch.heads, "seed": mb.seed,
+                "setting": mb.setting.tag(varied), **dataclasses.asdict(mb.setting),
                 "bucket": buckets[res.arch.name],
                 "parameter_count": parameter_count(res.arch, t.vocab_size, t.num_classes),
-                **run_metrics(res.steps, res.curves[i], c.num_steps),
+                **run_metrics(res.steps, res.curves[i], c.num_steps, curve_names(c)),
                 # members train together: each run is charged its share of the group's time
                 "wall_time_s": res.wall_time_s / len(res.members),
             })
@@ -989,21 +1165,30 @@ METRIC_NAMES = ["step_train_acc_99", "step_val_acc_99", "step_val_acc_99_sustain
                 "grokked", "grok_delay", "stable_fraction", "min_val_acc_after_grok",
                 "val_drops_after_grok", "final_train_loss", "final_val_loss", "final_train_acc",
                 "final_val_acc", "final_weight_norm", "parameter_count", "wall_time_s"]
+TEST_METRIC_NAMES = ["step_test_acc_99", "final_test_loss", "final_test_acc"]  # with a test split
 
 
-def final_info(records: list[dict], single_architecture: bool) -> dict:
-    """The AI-Scientist final_info.json: one entry per task and architecture, keyed by the task
-    alone when the study has one architecture (a drop-in baseline), else task/architecture."""
-    entries: dict[tuple, list] = {}
+def record_key(record: dict, plain: bool) -> str:
+    """The final_info key of a run: the task alone for a plain study (one architecture, no other
+    axis: a drop-in baseline), else task/architecture and the varied axes, e.g. x_div_y/L2_D128_H4/bs64."""
+    if plain:
+        return record["task"]
+    return "/".join(part for part in (record["task"], record["architecture"], record["setting"]) if part)
+
+
+def final_info(records: list[dict], plain: bool) -> dict:
+    """The AI-Scientist final_info.json: one entry per task, architecture and setting (see record_key)."""
+    entries: dict[str, list] = {}
     for r in records:
-        entries.setdefault((r["task"], r["architecture"]), []).append(r)
-    return {(task if single_architecture else f"{task}/{arch}"): aggregate(runs, METRIC_NAMES)
-            for (task, arch), runs in entries.items()}
+        entries.setdefault(record_key(r, plain), []).append(r)
+    names = METRIC_NAMES + (TEST_METRIC_NAMES if "step_test_acc_99" in records[0] else [])
+    return {key: aggregate(runs, names) for key, runs in entries.items()}
 
 
-GROUPS_DIR = "groups"  # one file per finished architecture group, for resuming
+GROUPS_DIR = "groups"  # one file per finished group, for resuming
+MODELS_DIR = "models"  # one file per group with its members' final weights (save_models=1)
 STUDY_FILE = "study.json"  # written first: which study this folder holds
-EXECUTION_FIELDS = ("device", "max_members")  # how a study runs, not what it computes
+EXECUTION_FIELDS = ("device", "max_members", "save_models")  # how a study runs, not what it computes
 
 
 def study_identity(c: Config) -> dict:
@@ -1014,72 +1199,114 @@ def config_hash(c: Config) -> str:
     return hashlib.sha256(json.dumps(study_identity(c), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def group_path(out_dir: str, arch: Architecture) -> str:
-    return os.path.join(out_dir, GROUPS_DIR, arch.name + ".npz")
+def config_from_json(saved: dict) -> Config:
+    """The Config that config.json or study.json recorded (JSON lists back to tuples)."""
+    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+
+
+def member_json(mb: Member) -> list:
+    return [mb.task, mb.seed, dataclasses.asdict(mb.setting)]
+
+
+def group_path(out_dir: str, group: Group, folder: str = GROUPS_DIR) -> str:
+    return os.path.join(out_dir, folder, group.name + ".npz")
 
 
 def save_group(out_dir: str, result: GroupResult, study_hash: str) -> None:
-    meta = {"config_hash": study_hash, "architecture": result.arch.name,
-            "members": [[m.task, m.seed] for m in result.members],
+    meta = {"config_hash": study_hash, "group": result.group.name,
+            "members": [member_json(m) for m in result.members],
             "wall_time_s": result.wall_time_s, "eval_time_s": result.eval_time_s}
     os.makedirs(os.path.join(out_dir, GROUPS_DIR), exist_ok=True)
-    write_npz(group_path(out_dir, result.arch), steps=result.steps, curves=result.curves,
+    write_npz(group_path(out_dir, result.group), steps=result.steps, curves=result.curves,
               meta=np.array(json.dumps(meta)))
 
 
-def load_group(out_dir: str, arch: Architecture, members: list[Member], study_hash: str,
-               steps: list[int]) -> GroupResult | None:
+def load_group(out_dir: str, group: Group, study_hash: str, steps: list[int], curves: int) -> GroupResult | None:
     """A finished group saved by an earlier, interrupted run of the same study, or None.
     A damaged or foreign file is reported in one line and its group trained again."""
-    path = group_path(out_dir, arch)
+    path = group_path(out_dir, group)
     if not os.path.exists(path):
         return None
     try:
         with np.load(path, allow_pickle=False) as f:
-            meta, saved_steps, curves = json.loads(str(f["meta"])), f["steps"], f["curves"]
+            meta, saved_steps, saved_curves = json.loads(str(f["meta"])), f["steps"], f["curves"]
         if meta["config_hash"] != study_hash:
             problem = "it belongs to another config"
-        elif meta["members"] != [[m.task, m.seed] for m in members]:
+        elif meta["members"] != json.loads(json.dumps([member_json(m) for m in group.members])):
             problem = "its runs differ"
-        elif list(saved_steps) != steps or curves.shape != (len(members), len(steps), len(CURVE_NAMES)):
+        elif list(saved_steps) != steps or saved_curves.shape != (len(group.members), len(steps), curves):
             problem = "its curves have the wrong shape"
         else:
             problem = None
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
         problem = f"it is unreadable ({type(e).__name__})"
     if problem:
-        print(f"warning: {os.path.relpath(path)}: {problem}; training {arch.name} again",
+        print(f"warning: {os.path.relpath(path)}: {problem}; training {group.name} again",
               file=sys.stderr, flush=True)
         return None
-    return GroupResult(arch, members, saved_steps, curves, meta["wall_time_s"], meta["eval_time_s"])
+    return GroupResult(group, saved_steps, saved_curves, meta["wall_time_s"], meta["eval_time_s"])
 
 
-def write_outputs(out_dir: str, results: list[GroupResult], tables: dict[str, TaskTable], c: Config,
+def save_models(out_dir: str, group: Group, models: list, tables: dict) -> None:
+    """models/<group>.npz: each chunk's weights as plain arrays ("part<k>.<name>") and, as JSON,
+    what rebuilds the model (architecture, members, vocabularies). Loading runs no code."""
+    arrays, parts = {}, []
+    for k, (members, model) in enumerate(models):
+        arrays.update({f"part{k}.{name}": value.cpu().numpy() for name, value in model.state_dict().items()})
+        parts.append({"members": [member_json(m) for m in members],
+                      "num_classes": [tables[m.table_key].num_classes for m in members],
+                      "vocab_size": max(tables[m.table_key].vocab_size for m in members)})
+    meta = {"format_version": FORMAT_VERSION, "group": group.name, "architecture": dataclasses.asdict(group.arch),
+            "parts": parts}
+    os.makedirs(os.path.join(out_dir, MODELS_DIR), exist_ok=True)
+    write_npz(group_path(out_dir, group, MODELS_DIR), meta=np.array(json.dumps(meta)), **arrays)
+
+
+def load_member_model(path: str, member: Member) -> tuple[BatchedTransformer, int]:
+    """(model of the chunk that holds `member`, the member's row in it) from a save_models file."""
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        wanted = json.loads(json.dumps(member_json(member)))
+        for k, part in enumerate(meta["parts"]):
+            if wanted in part["members"]:
+                model = BatchedTransformer(Architecture(**meta["architecture"]), part["vocab_size"],
+                                           part["num_classes"])
+                prefix = f"part{k}."
+                model.load_state_dict({name[len(prefix):]: torch.from_numpy(f[name]) for name in f.files
+                                       if name.startswith(prefix)})
+                return model, part["members"].index(wanted)
+    raise UsageError(f"{path} holds no weights for {member.task} seed {member.seed}; the study may have "
+                     "been resumed without --save_models=1 for this group")
+
+
+def write_outputs(out_dir: str, results: list[GroupResult], tables: dict, c: Config,
                   options: dict, provenance: dict) -> dict:
     """Every output file of a finished study; final_info.json last, so its presence means done."""
-    archs = [r.arch for r in results]
-    buckets = capacity_buckets(archs, c.prime)
+    archs = c.architectures()
+    reference_prime = c.axis("prime")[0]  # buckets and parameter counts of the first prime
+    buckets = capacity_buckets(archs, reference_prime)
     records = study_records(results, tables, c, buckets)
     curves = np.concatenate([r.curves for r in results])  # (runs, evals, curves)
     write_npz(os.path.join(out_dir, "curves.npz"), step=results[0].steps,
-              **{name: curves[..., i] for i, name in enumerate(CURVE_NAMES)})
+              **{name: curves[..., i] for i, name in enumerate(curve_names(c))})
     write_json(os.path.join(out_dir, "runs.json"), records)
     write_json(os.path.join(out_dir, "architectures.json"), [{
         "name": a.name, "layers": a.layers, "d_model": a.d_model, "heads": a.heads,
         "aspect_ratio": a.d_model / a.layers, "bucket": buckets[a.name],
-        "parameter_count": parameter_count(a, c.prime + 2, c.prime),
-        "parameter_count_by_task": {t: parameter_count(a, tables[t].vocab_size, tables[t].num_classes)
-                                    for t in c.tasks},
+        "parameter_count": parameter_count(a, reference_prime + 2, reference_prime),
+        "parameter_count_by_task": {t: parameter_count(a, tables[t, reference_prime].vocab_size,
+                                                       tables[t, reference_prime].num_classes) for t in c.tasks},
     } for a in archs])
     write_json(os.path.join(out_dir, "config.json"), {
         "format_version": FORMAT_VERSION, "preset": options["preset"],
         "overrides": options["overrides"],
         "varied": [f.name for f in dataclasses.fields(Config)
                    if getattr(c, f.name) != f.default],
+        "axes": {name: list(c.axis(name)) for name in c.varied_axes()},  # beyond the architecture
         "config": dataclasses.asdict(c),
     })
     write_json(os.path.join(out_dir, "provenance.json"), provenance)
-    info = final_info(records, single_architecture=len(archs) == 1)
+    info = final_info(records, plain=len(archs) == 1 and not c.varied_axes())
     write_json(os.path.join(out_dir, "final_info.json"), info)
     return info
 
@@ -1147,7 +1374,7 @@ def prepare_out_dir(path: str, overwrite: bool, c: Config) -> bool:
 
 def remove_partial_files(path: str) -> None:
     """Temporary files left by a process killed while writing (the real files are intact)."""
-    for folder in (path, os.path.join(path, GROUPS_DIR)):
+    for folder in (path, os.path.join(path, GROUPS_DIR), os.path.join(path, MODELS_DIR)):
         if os.path.isdir(folder):
             for name in os.listdir(folder):
                 if name.startswith(".") and name.endswith(".tmp"):
@@ -1159,11 +1386,11 @@ def clear_results(path: str) -> None:
     for name in OUTPUT_FILES + (STUDY_FILE,):
         if os.path.exists(os.path.join(path, name)):
             os.unlink(os.path.join(path, name))
-    groups = os.path.join(path, GROUPS_DIR)
-    if os.path.isdir(groups):
-        for name in os.listdir(groups):
-            if name.endswith(".npz"):
-                os.unlink(os.path.join(groups, name))
+    for folder in (os.path.join(path, GROUPS_DIR), os.path.join(path, MODELS_DIR)):
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if name.endswith(".npz"):
+                    os.unlink(os.path.join(folder, name))
 
 
 def configure_backend(device: torch.device) -> None:
@@ -1203,18 +1430,19 @@ def plural(n: int, noun: str) -> str:
 
 
 def group_summary(result: GroupResult, c: Config) -> str:
-    """One line per finished group: mean memorization/grokking step and grokked count per task."""
-    parts = []
-    diverged = 0
-    for task in dict.fromkeys(mb.task for mb in result.members):
-        rows = [i for i, mb in enumerate(result.members) if mb.task == task]
-        metrics = [run_metrics(result.steps, result.curves[i], c.num_steps) for i in rows]
+    """One line per finished group: mean memorization/grokking step and grokked count per task
+    (and setting, when the group holds several)."""
+    parts, diverged, varied = [], 0, c.varied_axes()
+    labels = [" ".join(filter(None, (mb.task, mb.setting.tag(varied)))) for mb in result.members]
+    for label in dict.fromkeys(labels):
+        metrics = [run_metrics(result.steps, result.curves[i], c.num_steps, curve_names(c))
+                   for i, other in enumerate(labels) if other == label]
         grok = np.mean([m["step_val_acc_99"] for m in metrics])
         mem = np.mean([m["step_train_acc_99"] for m in metrics])
-        parts.append(f"{task} mem {mem:.0f} grok {grok:.0f} ({sum(m['grokked'] for m in metrics)}/{len(rows)})")
+        parts.append(f"{label} mem {mem:.0f} grok {grok:.0f} ({sum(m['grokked'] for m in metrics)}/{len(metrics)})")
         diverged += sum(m["diverged"] for m in metrics)
     warning = f"  {plural(diverged, 'run')} DIVERGED (NaN/inf loss)" if diverged else ""
-    return f"{result.arch.name}: " + "; ".join(parts) + f"  [{result.wall_time_s:.0f} s]" + warning
+    return f"{result.group.name}: " + "; ".join(parts) + f"  [{result.wall_time_s:.0f} s]" + warning
 
 
 class Interrupted(Exception):
@@ -1236,11 +1464,106 @@ def resume_command(argv: list[str]) -> str:
     return prefix + shlex.join(["python", sys.argv[0] or "experiment.py"] + argv)
 
 
+OPERATORS = {"x_plus_y": "+", "x_minus_y": "-", "x_div_y": "/", "permutation": "*"}
+QUERY_OPTIONS = ("query", "task", "arch", "seed") + AXES
+
+
+def parse_element(text: str, table: TaskTable, prime: int, side: str) -> int:
+    """An operand as typed (a number mod p, or a permutation such as 10234 or (1,0,2,3,4)) -> its
+    element index; out-of-range operands are usage errors."""
+    if table.task == "permutation":
+        digits = re.sub(r"[\s,()\[\]]", "", text)
+        perm = tuple(int(d) for d in digits) if digits.isdigit() else None
+        if perm not in table.elements:
+            k = len(table.elements[0])
+            raise UsageError(f"{text!r} is not a permutation of 0..{k - 1}; write it as {''.join(map(str, range(k)))[::-1]}")
+        return table.elements.index(perm)
+    if not text.isdigit() or int(text) >= prime:
+        raise UsageError(f"operand {text!r} is out of range: the {table.task} operands are 0..{prime - 1}")
+    if table.task == "x_div_y" and side == "right" and int(text) == 0:
+        raise UsageError("division by 0: x_div_y divides by 1..p-1")
+    return int(text)
+
+
+def parse_equation(text: str, table: TaskTable, prime: int) -> tuple[int, int, int]:
+    """'30/74' (an '=' at the end is allowed) -> (a, b, true answer) as element indices."""
+    op = OPERATORS[table.task]
+    match = re.fullmatch(rf"\s*([^{re.escape(op)}]+?)\s*{re.escape(op)}\s*([^=]+?)\s*=?\s*", text)
+    if not match:
+        raise UsageError(f"cannot read {text!r} as an equation of {table.task}: write it as a{op}b, e.g. "
+                         + ("01234*10234" if table.task == "permutation" else f"30{op}74"))
+    a, b = parse_element(match[1], table, prime, "left"), parse_element(match[2], table, prime, "right")
+    row = a * len(table.elements) + b if table.task != "x_div_y" else a * (prime - 1) + b - 1
+    return a, b, int(table.answers[row])
+
+
+def choose(name: str, options: list, given: str | None, kind):
+    """The value of a query selector: the one given (checked against the study's options), or
+    the only option there is."""
+    if given is None:
+        if len(options) == 1:
+            return options[0]
+        raise UsageError(f"--{name} is needed: the run has {', '.join(map(format_number, options))}")
+    value = parse_value(name, given, kind, "one")
+    if value not in options:
+        raise UsageError(f"--{name}={given}: the run has {', '.join(map(format_number, options))}")
+    return value
+
+
+def run_query(pairs: dict[str, str], equations: list[str]) -> list[str]:
+    """The saved model of one run answers equations: one line per equation with its answer, the
+    answer's probability and the true answer."""
+    unknown = [k for k in pairs if k not in QUERY_OPTIONS]
+    if unknown:
+        raise UsageError(f"--{unknown[0]} is not a query option; use " + ", ".join(f"--{k}" for k in QUERY_OPTIONS))
+    if not equations:
+        raise UsageError("no equation to ask: add some after the options, e.g. 30/74 5/3")
+    run_dir = pairs["query"]
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            c = config_from_json(json.load(f)["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UsageError(f"--query={run_dir}: no finished study there (config.json missing or unreadable)") from None
+    task = choose("task", list(c.tasks), pairs.get("task"), str)
+    arch = {a.name: a for a in c.architectures()}[choose("arch", [a.name for a in c.architectures()],
+                                                          pairs.get("arch"), str)]
+    seed = choose("seed", list(range(c.seeds)), pairs.get("seed"), int)
+    values = {a: choose(a, list(c.axis(a)), pairs.get(a), int if a in ("prime", "batch_size", "warmup_steps")
+                        else float) for a in AXES}
+    setting = Setting(**values)
+    member = Member(task, seed, setting)
+    group = Group(arch, [member], setting.tag([a for a in c.varied_axes() if a in GROUP_AXES], "_"))
+    path = group_path(run_dir, group, MODELS_DIR)
+    if not os.path.exists(path):
+        raise UsageError(f"{run_dir} has no saved weights for {group.name}; run the study with --save_models=1")
+    table = build_table(task, setting.prime, c.perm_k)
+    asked = [parse_equation(e, table, setting.prime) for e in equations]
+    model, row = load_member_model(path, member)
+    left = torch.tensor([[a + 2 for a, _, _ in asked]])
+    right = torch.tensor([[b + 2 for _, b, _ in asked]])
+    with torch.no_grad():
+        probs = model(left, right, slice(row, row + 1))[0].softmax(-1)  # (equations, classes)
+    show = lambda e: "".join(map(str, table.elements[e])) if task == "permutation" else str(table.elements[e])
+    lines = [f"{run_dir}: {task} {arch.name} seed {seed}" + "".join(f" {a}={format_number(values[a])}" for a in c.varied_axes())]
+    for text, (_, _, truth), p in zip(equations, asked, probs):
+        answer = int(p.argmax())
+        lines.append(f"{text.strip().rstrip('=')} = {show(answer)}  (p={float(p[answer]):.4f})  true {show(truth)}  "
+                     + ("correct" if answer == truth else "WRONG"))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(usage())
         return 0
+    if any(a == "--query" or a.startswith("--query=") for a in argv):
+        try:
+            print("\n".join(run_query(*split_arguments(argv))))
+            return 0
+        except UsageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     try:
         c, options = resolve_config(argv)
         device = resolve_device(c.device)
@@ -1277,19 +1600,22 @@ def run_study(c: Config, options: dict, device: torch.device, resume: bool, argv
         clear_results(out_dir)
         write_json(os.path.join(out_dir, STUDY_FILE), {"format_version": FORMAT_VERSION,
                                                       "config_hash": study_hash, "config": study_identity(c)})
-    tables = {t: build_table(t, c.prime, c.perm_k) for t in c.tasks}
-    archs = c.architectures()
-    members = [Member(t, s) for t in c.tasks for s in range(c.seeds)]
-    saved = {a: load_group(out_dir, a, members, study_hash, evaluation_steps(c)) for a in archs}
-    costs = {a: 0.0 if saved[a] else group_flops(a, members, tables, c) for a in archs}
-    runs = len(archs) * len(members)
-    print(f"study: {plural(len(archs), 'architecture')} x {plural(len(c.tasks), 'task')} x "
+    tables = build_tables(c)
+    groups = plan_groups(c)
+    saved = {g.name: load_group(out_dir, g, study_hash, evaluation_steps(c), len(curve_names(c))) for g in groups}
+    for g in groups:  # a group saved before --save_models=1 was asked for trains again, for its weights
+        if c.save_models and saved[g.name] and not os.path.exists(group_path(out_dir, g, MODELS_DIR)):
+            saved[g.name] = None
+    costs = {g.name: 0.0 if saved[g.name] else group_flops(g, tables, c) for g in groups}
+    runs = sum(len(g.members) for g in groups)
+    axes = "".join(f" x {len(c.axis(a))} {a}" for a in c.varied_axes())
+    print(f"study: {plural(len(c.architectures()), 'architecture')}{axes} x {plural(len(c.tasks), 'task')} x "
           f"{plural(c.seeds, 'seed')} = {plural(runs, 'run')} of {c.num_steps} steps, as "
-          f"{plural(len(archs), 'group')} of {plural(len(members), 'member')} "
-          f"({len(archs) * c.num_steps:,} batched steps), on {device_name(device)}; "
+          f"{plural(len(groups), 'group')} of {plural(len(groups[0].members), 'member')} "
+          f"({len(groups) * c.num_steps:,} batched steps), on {device_name(device)}; "
           f"{sum(costs.values()) / 1e12:.1f} TFLOP to train", flush=True)
     if any(saved.values()):
-        print(f"resuming: {sum(1 for r in saved.values() if r)} of {plural(len(archs), 'group')} "
+        print(f"resuming: {sum(1 for r in saved.values() if r)} of {plural(len(groups), 'group')} "
               f"already finished in {out_dir}/{GROUPS_DIR}", flush=True)
     if device.type == "cpu" and sum(costs.values()) / CPU_FLOPS_ESTIMATE > 1800:
         hours = sum(costs.values()) / CPU_FLOPS_ESTIMATE / 3600
@@ -1300,18 +1626,20 @@ def run_study(c: Config, options: dict, device: torch.device, resume: bool, argv
     with tqdm(total=sum(costs.values()) or 1, unit="FLOP", unit_scale=True, dynamic_ncols=True,
               mininterval=0.5 if sys.stderr.isatty() else 30, smoothing=0.05,
               bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}") as bar:
-        for g, arch in enumerate(archs):
-            if saved[arch]:
-                results.append(saved[arch])
+        for index, group in enumerate(groups):
+            if saved[group.name]:
+                results.append(saved[group.name])
                 continue
             done_before = bar.n
 
-            def on_progress(fraction, arch=arch, g=g, done_before=done_before):
-                bar.update(done_before + costs[arch] * fraction - bar.n)
-                bar.set_postfix_str(f"group {g + 1}/{len(archs)} {arch.name} {100 * fraction:.0f}%",
+            def on_progress(fraction, group=group, index=index, done_before=done_before):
+                bar.update(done_before + costs[group.name] * fraction - bar.n)
+                bar.set_postfix_str(f"group {index + 1}/{len(groups)} {group.name} {100 * fraction:.0f}%",
                                     refresh=False)
 
-            result = train_architecture(arch, members, tables, c, device, on_progress)
+            result, models = train_architecture(group, tables, c, device, on_progress)
+            if c.save_models:  # before the group file: a saved group always has its weights
+                save_models(out_dir, group, models, tables)
             save_group(out_dir, result, study_hash)
             results.append(result)
             bar.write(group_summary(result, c))
@@ -1321,7 +1649,7 @@ def run_study(c: Config, options: dict, device: torch.device, resume: bool, argv
         "started_utc": started.isoformat(timespec="seconds"),
         "finished_utc": finished.isoformat(timespec="seconds"),
         "wall_time_s": (finished - started).total_seconds(),
-        "groups": [{"architecture": r.arch.name, "members": len(r.members), "resumed": bool(saved[r.arch]),
+        "groups": [{"group": r.group.name, "members": len(r.members), "resumed": bool(saved[r.group.name]),
                     "wall_time_s": r.wall_time_s, "eval_time_s": r.eval_time_s} for r in results],
         "device": str(device), "device_name": device_name(device),
         "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),

@@ -11,7 +11,11 @@ Figures (PNG, written to --out, default the current folder; notes.txt says how t
   {run}_heatmap_{task}.png          mean grokking step and fraction grokked over layers x d_model
   {run}_deep_vs_wide.png            grokking-step difference at matched capacity, bootstrap 95% CI
   {run}_stability.png               fraction of evaluations that stay > 99% after grokking
-Figures 2-6 are drawn for runs that hold more than one architecture.
+  {run}_axis_{axis}.png             steps to memorization and grokking against a varied
+                                    non-architecture axis (batch_size, prime, lr, ...)
+Figures 2-6 are drawn for runs that hold more than one architecture; when a run also varied
+other axes, once per setting, named {run}_{setting} (e.g. run_2_bs64_capacity_small.png).
+Figure 1 draws one line per run and setting.
 Table: summary.md (also printed), ready to paste into notes.txt.
 """
 
@@ -64,6 +68,16 @@ class Run:
     records: list[dict]  # runs.json: one dict per (task, architecture, seed)
     curves: dict[str, np.ndarray]  # curve name -> (records, evals); "step" -> (evals,)
     architectures: list[dict]  # architectures.json
+    axes: dict[str, list]  # the non-architecture axes the study varied (config.json), e.g. {"batch_size": [64, 512]}
+
+    @property
+    def settings(self) -> list[str]:
+        """The values of the varied axes, one string per combination ('' when none varies)."""
+        return list(dict.fromkeys(r["setting"] for r in self.records))
+
+    @property
+    def log_steps(self) -> bool:
+        return self.config.get("eval_schedule") == "log"
 
     @property
     def tasks(self) -> list[str]:
@@ -106,7 +120,25 @@ def load_run(folder: str) -> Run:
         raise BadRun(f"unreadable file: {e}") from None
     if not records or any(curves.get(k) is None or len(curves[k]) != len(records) for k in CURVES):
         raise BadRun("runs.json and curves.npz disagree")
-    return Run(name, run_label(config_file), config_file["config"], records, curves, architectures)
+    for r in records:  # runs written before studies had axes beyond the architecture
+        r.setdefault("setting", "")
+    return Run(name, run_label(config_file), config_file["config"], records, curves, architectures,
+               config_file.get("axes") or {})
+
+
+def setting_views(run: Run) -> list[Run]:
+    """The run itself, or when it varied other axes one view per setting (e.g. per batch size),
+    so that the architecture figures compare architectures under equal conditions."""
+    if len(run.settings) < 2:
+        return [run]
+    views = []
+    for setting in run.settings:
+        rows = run.rows(setting=setting)
+        views.append(Run(f"{run.name}_{setting.replace('/', '_')}", f"{run.label} [{setting}]", run.config,
+                         [run.records[r] for r in rows],
+                         {k: v if k == "step" else v[rows] for k, v in run.curves.items()},
+                         run.architectures, run.axes))
+    return views
 
 
 def run_number(folder: str) -> int:
@@ -220,27 +252,35 @@ def finish(fig, filename: str, bottom: float = 0.0) -> tuple:
     return fig, filename
 
 
+def step_axis(ax, run: Run) -> None:
+    """Label the optimizer-step axis; log-scaled for a log evaluation schedule."""
+    ax.set_xlabel(STEP_LABEL + (" (log scale)" if run.log_steps else ""))
+    if run.log_steps:
+        ax.set_xscale("log")
+
+
 def figure_curve(runs: list[Run], task: str, curve: str):
-    """Figure 1: for one task and curve, every run's mean over its seeds (and architectures)."""
+    """Figure 1: for one task and curve, every run's mean over its seeds (and architectures),
+    one line per value of the axes the run varied."""
     colors, title = plt.get_cmap("tab10"), CURVES[curve]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, run in enumerate(runs):
-        rows = run.rows(task=task)
-        if not rows:
-            continue
+    lines = [(run, setting) for run in runs for setting in run.settings if run.rows(task=task, setting=setting)]
+    for i, (run, setting) in enumerate(lines):
+        rows = run.rows(task=task, setting=setting)
         archs = len({run.records[r]["architecture"] for r in rows})
         mean, stderr = mean_stderr(run.curves[curve][rows])
-        label = run.label + (f" (mean of {archs} architectures)" if archs > 1 else "")
-        ax.plot(run.curves["step"], mean, color=colors(i % 10), label=textwrap.shorten(label, 90), lw=1.3)
+        label = textwrap.shorten(run.label, 90 - 12 * bool(setting) - 30 * (archs > 1)) + (
+            f" [{setting}]" if setting else "") + (f" (mean of {archs} architectures)" if archs > 1 else "")
+        ax.plot(run.curves["step"], mean, color=colors(i % 10), label=label, lw=1.3)
         ax.fill_between(run.curves["step"], mean - stderr, mean + stderr, color=colors(i % 10),
                         alpha=0.2, lw=0)
+        step_axis(ax, run)
     if curve.endswith("loss"):
         ax.set_yscale("log")
         ax.set_ylabel("cross-entropy loss (nats, log scale)")
     else:
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("accuracy (fraction correct)")
-    ax.set_xlabel(STEP_LABEL)
     ax.set_title(f"{title.capitalize()}: {TASK_TITLES.get(task, task)}\n(mean ± s.e. over seeds)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -283,7 +323,9 @@ def figure_capacity(run: Run, bucket: str):
             ax.set_title(f"{TASK_TITLES.get(task, task)}: {CURVES[curve]}", fontsize=10)
             ax.set_ylabel("accuracy (fraction)")
             if row == len(run.tasks) - 1:
-                ax.set_xlabel(STEP_LABEL)
+                step_axis(ax, run)
+            elif run.log_steps:
+                ax.set_xscale("log")
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), fontsize=8,
                bbox_to_anchor=(0.5, 0.0))
@@ -440,6 +482,44 @@ def figure_stability(run: Run):
     return finish(fig, f"{run.name}_stability.png")
 
 
+def figure_axis(run: Run, axis: str):
+    """Figure 7: steps to memorization and grokking against one non-architecture axis (batch
+    size, prime, ...), one line per architecture and value of the other varied axes."""
+    budget = run.config["num_steps"]
+    values = sorted(run.axes[axis])
+    lines = list(dict.fromkeys(
+        (r["architecture"], ", ".join(f"{a}={r[a]}" for a in run.axes if a != axis)) for r in run.records))
+    colors = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(run.tasks), figsize=(max(7.0, 4.6 * len(run.tasks)), 4.2), squeeze=False, sharey=True)
+    for ax, task in zip(axes[0], run.tasks):
+        for i, (arch, others) in enumerate(lines):
+            by_value = [grokking_summary([run.records[r] for r in run.rows(task=task, architecture=arch)
+                                          if run.records[r][axis] == v
+                                          and ", ".join(f"{a}={run.records[r][a]}" for a in run.axes if a != axis) == others],
+                                         budget) for v in values]
+            for key, style in (("grok", "-"), ("mem", "--")):
+                means = [s[key][0] if s[key][0] is not None else np.nan for s in by_value]
+                errors = [s[key][1] or 0.0 for s in by_value]
+                ax.errorbar(values, means, yerr=errors, color=colors(i % 10), ls=style, marker="o", ms=4, capsize=2,
+                            label=", ".join(filter(None, (arch, others))) if key == "grok" else None)
+                censored = [v for v, s in zip(values, by_value) if s["grokked" if key == "grok" else "memorized"] < s["n"]]
+                ax.plot(censored, [budget] * len(censored), ls="", marker="o", mfc="none", color=colors(i % 10), ms=7)
+        if min(values) > 0 and max(values) / min(values) >= 4:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.axhline(budget, color="gray", lw=0.8, ls=":")
+        ax.set_ylim(0, budget * 1.05)
+        ax.set_xlabel(axis)
+        ax.set_title(TASK_TITLES.get(task, task))
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(STEP_LABEL)
+    axes[0, 0].legend(fontsize=8)
+    suptitle(fig, f"{run.label}: steps to grokking (solid) and memorization (dashed) against {axis} "
+                  "(mean ± s.e. over the seeds that reached 99%; open markers at the budget: seeds that never did)")
+    return finish(fig, f"{run.name}_axis_{axis}.png")
+
+
 # ======================================================================================
 # Tables
 # ======================================================================================
@@ -485,11 +565,13 @@ def summary_table(runs: list[Run], comparisons: dict[str, list[dict]]) -> str:
 # ======================================================================================
 
 
-def figure_jobs(runs: list[Run], comparisons: dict[str, list[dict]]) -> list:
-    """Every figure to draw, as a call that returns (figure, file name) or None."""
+def figure_jobs(runs: list[Run], views: list[Run], comparisons: dict[str, list[dict]]) -> list:
+    """Every figure to draw, as a call that returns (figure, file name) or None. Figures 2-6
+    are drawn per view (per setting of the other axes), figure 7 per varied axis."""
     tasks = list(dict.fromkeys(t for run in runs for t in run.tasks))
     jobs = [functools.partial(figure_curve, runs, task, curve) for task in tasks for curve in CURVES]
-    for run in runs:
+    jobs += [functools.partial(figure_axis, run, axis) for run in runs for axis in run.axes]
+    for run in views:
         if len(run.architectures) < 2:  # figures 2-6 compare architectures
             continue
         jobs += [functools.partial(figure_capacity, run, bucket)
@@ -549,9 +631,10 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print("no run to draw: run experiment.py --out_dir=run_0 first")
         return 0
-    comparisons = {run.name: deep_vs_wide(run) for run in runs if len(run.architectures) > 1}
-    written = draw_all(figure_jobs(runs, comparisons), out)
-    table = summary_table(runs, comparisons)
+    views = [view for run in runs for view in setting_views(run)]
+    comparisons = {view.name: deep_vs_wide(view) for view in views if len(view.architectures) > 1}
+    written = draw_all(figure_jobs(runs, views, comparisons), out)
+    table = summary_table(views, comparisons)
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(table + "\n")
     print(table)

@@ -33,12 +33,12 @@ def synthetic_study(source: str, out: str, seed: int) -> None:
     with open(os.path.join(source, "runs.json")) as f:
         source_runs = json.load(f)
     c = ex.Config()
-    tables = {t: ex.build_table(t, c.prime, c.perm_k) for t in c.tasks}
-    members = [ex.Member(t, s) for t in c.tasks for s in range(c.seeds)]
+    tables = ex.build_tables(c)
     steps = np.array(ex.evaluation_steps(c))
     rng = np.random.default_rng(seed)
     results = []
-    for arch in c.architectures():
+    for group in ex.plan_groups(c):
+        arch, members = group.arch, group.members
         # bigger models get a slower clock: steps stretched by 0.6 .. 1.4 over the grid's sizes
         stretch = 0.6 + 0.8 * (np.log(ex.parameter_count(arch, 99, 97)) - np.log(6e4)) / np.log(60) \
             + rng.normal(0, 0.05)
@@ -46,7 +46,7 @@ def synthetic_study(source: str, out: str, seed: int) -> None:
         rows = [[i for i, r in enumerate(source_runs) if r["task"] == m.task][m.seed % 3] for m in members]
         stacked = np.stack([np.stack([curves[name][row][index] for name in ex.CURVE_NAMES], axis=1)
                             for row in rows])  # (members, evals, curves)
-        results.append(ex.GroupResult(arch, members, steps, stacked, wall_time_s=0.0, eval_time_s=0.0))
+        results.append(ex.GroupResult(group, steps, stacked, wall_time_s=0.0, eval_time_s=0.0))
     os.makedirs(out, exist_ok=True)
     ex.write_outputs(out, results, tables, c, {"preset": None, "overrides": {}}, {"synthetic": True})
 

@@ -54,13 +54,14 @@ def matmul_peak(device, n: int) -> float:
 
 
 def bench_architecture(arch: ex.Architecture, members: int, c: ex.Config, device, steps: int) -> dict:
-    tables = {t: ex.build_table(t, c.prime, c.perm_k) for t in c.tasks}
-    member_list = [ex.Member(c.tasks[i % len(c.tasks)], i // len(c.tasks)) for i in range(members)]
+    tables, setting = ex.build_tables(c), c.settings()[0]
+    member_list = [ex.Member(c.tasks[i % len(c.tasks)], i // len(c.tasks), setting) for i in range(members)]
     member_list.sort(key=lambda m: c.tasks.index(m.task))  # task-major, as experiment.py orders them
-    references = [ex.reference_model(arch, tables[m.task], m.seed) for m in member_list]
-    model = ex.BatchedTransformer(arch, references, [tables[m.task].num_classes for m in member_list]).to(device)
+    references = [ex.reference_model(arch, tables[m.table_key], m.seed) for m in member_list]
+    model = ex.BatchedTransformer.from_references(
+        arch, references, [tables[m.table_key].num_classes for m in member_list]).to(device)
     data = ex.GroupData(member_list, tables, c, device)
-    optimizer = ex.make_optimizer(model.parameters(), c)
+    optimizer = ex.make_optimizer(model.parameters(), c, setting)
     counter = iter(range(10 ** 9))
 
     def train_step():
@@ -75,9 +76,9 @@ def bench_architecture(arch: ex.Architecture, members: int, c: ex.Config, device
     step_s = timed(train_step, device, steps)
     ex.evaluate(model, data)
     eval_s = timed(lambda: ex.evaluate(model, data), device, 3)
-    train_flops = sum(ex.step_flops(arch, tables[m.task], c) for m in member_list)
-    eval_flops = sum(ex.forward_flops(arch, tables[m.task].num_classes, len(tables[m.task].answers),
-                                      tables[m.task].num_classes) for m in member_list)
+    train_flops = sum(ex.step_flops(arch, tables[m.table_key], setting.batch_size) for m in member_list)
+    eval_flops = sum(ex.forward_flops(arch, tables[m.table_key].num_classes, len(tables[m.table_key].answers),
+                                      tables[m.table_key].num_classes) for m in member_list)
     per_model_step = (step_s + eval_s / c.eval_every) / members
     return {"architecture": arch.name, "members": members,
             "parameters": ex.parameter_count(arch, c.prime + 2, c.prime),

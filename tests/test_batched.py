@@ -23,8 +23,8 @@ def train_alone(arch, member, table, c):
                                   weight_decay=c.weight_decay, foreach=False)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(s / c.warmup_steps, 1))
-    data = ex.GroupData([member], {member.task: table}, c, "cpu")
-    train, val = ex.split_table(len(table.answers), c.train_fraction, ex.data_generator(member.seed))
+    data = ex.GroupData([member], {member.table_key: table}, c, "cpu")
+    train, val, _ = ex.split_table(len(table.answers), c.train_fraction, ex.data_generator(member.seed))
     curve = []
     for step in range(c.num_steps):
         left, right, answers = data.batch(step)
@@ -48,20 +48,20 @@ def train_alone(arch, member, table, c):
 @pytest.fixture(scope="module", params=[64, 8], ids=["shared-prefix", "prefix-per-equation"])
 def trained(request):
     c = dataclasses.replace(CONFIG, batch_size=request.param)
-    tables = {t: ex.build_table(t, c.prime, c.perm_k) for t in c.tasks}
-    arch = ex.Architecture(2, 16, 2)
-    members = [ex.Member(t, s) for t in c.tasks for s in range(c.seeds)]
-    result, model = ex.train_group(arch, members, tables, c, torch.device("cpu"), dtype=torch.float64)
-    return arch, members, tables, result, model, c
+    tables = ex.build_tables(c)
+    group, = ex.plan_groups(c)
+    result, model = ex.train_group(group, tables, c, torch.device("cpu"), dtype=torch.float64)
+    return group.arch, group.members, tables, result, model, c
 
 
 def test_initialization_is_the_templates(trained):
     arch, members, tables, _, _, _ = trained
-    fresh = ex.BatchedTransformer(arch, [ex.reference_model(arch, tables[m.task], m.seed) for m in members],
-                                  [tables[m.task].num_classes for m in members])
+    fresh = ex.BatchedTransformer.from_references(
+        arch, [ex.reference_model(arch, tables[m.table_key], m.seed) for m in members],
+        [tables[m.table_key].num_classes for m in members])
     for i, m in enumerate(members):
-        ref = ex.reference_model(arch, tables[m.task], m.seed)
-        state = fresh.member_state(i, tables[m.task].vocab_size, tables[m.task].num_classes)
+        ref = ex.reference_model(arch, tables[m.table_key], m.seed)
+        state = fresh.member_state(i, tables[m.table_key].vocab_size, tables[m.table_key].num_classes)
         assert state.keys() == ref.state_dict().keys()
         for key, value in ref.state_dict().items():
             assert torch.equal(state[key], value), key
@@ -71,13 +71,13 @@ def test_initialization_is_the_templates(trained):
 
 def test_forward_matches_reference_at_initialization(trained):
     arch, members, tables, _, _, _ = trained
-    refs = [ex.reference_model(arch, tables[m.task], m.seed).double() for m in members]
-    batched = ex.BatchedTransformer(arch, refs, [tables[m.task].num_classes for m in members],
-                                    dtype=torch.float64)
-    tokens = torch.stack([tables[m.task].tokens[:30] for m in members])
+    refs = [ex.reference_model(arch, tables[m.table_key], m.seed).double() for m in members]
+    batched = ex.BatchedTransformer.from_references(arch, refs, [tables[m.table_key].num_classes for m in members],
+                                                    dtype=torch.float64)
+    tokens = torch.stack([tables[m.table_key].tokens[:30] for m in members])
     logits = batched(tokens[..., 0], tokens[..., 2])
     for i, (m, ref) in enumerate(zip(members, refs)):
-        k = tables[m.task].num_classes
+        k = tables[m.table_key].num_classes
         torch.testing.assert_close(logits[i, :, :k], ref(tokens[i]), rtol=0, atol=1e-12)
         assert torch.isneginf(logits[i, :, k:]).all()  # padded classes can never be predicted
 
@@ -85,7 +85,7 @@ def test_forward_matches_reference_at_initialization(trained):
 def test_each_member_follows_its_own_trajectory(trained):
     arch, members, tables, result, model, c = trained
     for i, m in enumerate(members):
-        table = tables[m.task]
+        table = tables[m.table_key]
         alone, curve = train_alone(arch, m, table, c)
         state = model.member_state(i, table.vocab_size, table.num_classes)
         for key, value in alone.state_dict().items():
@@ -99,7 +99,7 @@ def test_each_member_follows_its_own_trajectory(trained):
 def test_padding_stays_zero(trained):
     _, members, tables, _, model, _ = trained
     for i, m in enumerate(members):
-        t = tables[m.task]
+        t = tables[m.table_key]
         assert torch.count_nonzero(model.tok_emb[i, t.vocab_size:]) == 0
         assert torch.count_nonzero(model.head_w[i, :, t.num_classes:]) == 0
         assert torch.count_nonzero(model.head_b[i, t.num_classes:]) == 0
@@ -108,9 +108,9 @@ def test_padding_stays_zero(trained):
 def test_batch_stream_does_not_depend_on_chunking(monkeypatch):
     table = ex.build_table("x_plus_y", 11, 3)
     c = dataclasses.replace(CONFIG, tasks=("x_plus_y",))
-    member = ex.Member("x_plus_y", 3)
-    reference = ex.GroupData([member], {"x_plus_y": table}, c, "cpu")
+    member = ex.Member("x_plus_y", 3, c.settings()[0])
+    reference = ex.GroupData([member], {member.table_key: table}, c, "cpu")
     first = [reference.batch(s)[1] for s in range(7)]
     monkeypatch.setattr(ex.GroupData, "BATCH_CHUNK", 3)
-    chunked = ex.GroupData([member], {"x_plus_y": table}, c, "cpu")
+    chunked = ex.GroupData([member], {member.table_key: table}, c, "cpu")
     assert all(torch.equal(a, chunked.batch(s)[1]) for s, a in enumerate(first))

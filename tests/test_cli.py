@@ -157,6 +157,6 @@ def test_smoke_preset_end_to_end(tmp_path):
         assert r["final_val_loss"] == pytest.approx(loss)
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["torch"] == ex.torch.__version__ and len(provenance["source_sha256"]) == 64
-    assert [g["architecture"] for g in provenance["groups"]] == ["L1_D32_H4", "L2_D32_H4"]
+    assert [g["group"] for g in provenance["groups"]] == ["L1_D32_H4", "L2_D32_H4"]
     # one summary line per finished group
     assert sum(line.startswith("L") and "grok" in line for line in result.stdout.splitlines()) == 2

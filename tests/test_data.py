@@ -25,7 +25,7 @@ def test_arithmetic_tables_hold_every_equation_once(p):
     }
     for task, equations in expected.items():
         table = ex.build_table(task, p, 5)
-        assert len(table.answers) == len(equations) == ex.task_size(task, ex.Config(prime=p))
+        assert len(table.answers) == len(equations) == ex.task_size(task, p, 5)
         seen = {}
         for row in range(len(table.answers)):
             a, b, c = decode(table, row)
@@ -50,23 +50,24 @@ def test_permutation_table_composes(k):
 
 def test_split_is_disjoint_complete_and_seeded():
     n = 9409
-    train, val = ex.split_table(n, 0.5, ex.data_generator(0))
-    assert len(train) == int(n * 0.5) and len(train) + len(val) == n
+    train, val, test = ex.split_table(n, 0.5, ex.data_generator(0))
+    assert len(train) == int(n * 0.5) and len(train) + len(val) == n and len(test) == 0
     assert torch.equal(torch.sort(torch.cat([train, val])).values, torch.arange(n))
-    again, _ = ex.split_table(n, 0.5, ex.data_generator(0))
-    other, _ = ex.split_table(n, 0.5, ex.data_generator(1))
+    again = ex.split_table(n, 0.5, ex.data_generator(0))[0]
+    other = ex.split_table(n, 0.5, ex.data_generator(1))[0]
     assert torch.equal(train, again)
     assert not torch.equal(torch.sort(train).values, torch.sort(other).values)
 
 
 def test_batches_come_from_the_training_split_with_replacement():
     c = ex.Config(tasks=("x_plus_y", "permutation"), prime=11, perm_k=3, batch_size=256, seeds=2)
-    tables = {t: ex.build_table(t, c.prime, c.perm_k) for t in c.tasks}
-    members = [ex.Member(t, s) for t in c.tasks for s in range(c.seeds)]
+    tables = ex.build_tables(c)
+    members = ex.plan_groups(c)[0].members
     data = ex.GroupData(members, tables, c, "cpu")
     for i, mb in enumerate(members):
-        train, _ = ex.split_table(len(tables[mb.task].answers), c.train_fraction, ex.data_generator(mb.seed))
-        train_rows = {tuple(tables[mb.task].tokens[r, [0, 2]].tolist()) for r in train.tolist()}
+        table = tables[mb.table_key]
+        train = ex.split_table(len(table.answers), c.train_fraction, ex.data_generator(mb.seed))[0]
+        train_rows = {tuple(table.tokens[r, [0, 2]].tolist()) for r in train.tolist()}
         for step in range(3):
             left, right, answers = data.batch(step)
             pairs = list(zip(left[i].tolist(), right[i].tolist()))

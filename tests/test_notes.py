@@ -52,7 +52,8 @@ def test_every_figure_of_plot_py_is_described(notes):
     described = {"{curve}_{task}.png": "train_loss_T.png", "{run.name}_capacity_{bucket}.png": "R_capacity_B.png",
                  "{run.name}_steps_vs_params.png": "R_steps_vs_params.png",
                  "{run.name}_heatmap_{task}.png": "R_heatmap_T.png",
-                 "{run.name}_deep_vs_wide.png": "R_deep_vs_wide.png", "{run.name}_stability.png": "R_stability.png"}
+                 "{run.name}_deep_vs_wide.png": "R_deep_vs_wide.png", "{run.name}_stability.png": "R_stability.png",
+                 "{run.name}_axis_{axis}.png": "R_axis_A.png"}
     assert names == set(described)
     for pattern in described.values():
         assert pattern in notes

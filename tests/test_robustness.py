@@ -128,18 +128,18 @@ def test_damaged_group_file_is_trained_again(uninterrupted, tmp_path):
 # In-process: faults inside one group.
 CONFIG = ex.Config(tasks=("x_plus_y", "permutation"), layers=(2,), dims=(16,), heads=(2,), seeds=3,
                    num_steps=40, eval_every=10, batch_size=64, prime=23, perm_k=3, device="cpu")
-ARCH = ex.Architecture(2, 16, 2)
-MEMBERS = [ex.Member(t, s) for t in CONFIG.tasks for s in range(CONFIG.seeds)]
+GROUP, = ex.plan_groups(CONFIG)
+ARCH, MEMBERS = GROUP.arch, GROUP.members
 
 
 @pytest.fixture(scope="module")
 def tables():
-    return {t: ex.build_table(t, CONFIG.prime, CONFIG.perm_k) for t in CONFIG.tasks}
+    return ex.build_tables(CONFIG)
 
 
 @pytest.fixture(scope="module")
 def clean(tables):
-    return ex.train_architecture(ARCH, MEMBERS, tables, CONFIG, torch.device("cpu"))
+    return ex.train_architecture(GROUP, tables, CONFIG, torch.device("cpu"))[0]
 
 
 def test_a_nan_member_diverges_alone(tables, clean, monkeypatch):
@@ -153,8 +153,8 @@ def test_a_nan_member_diverges_alone(tables, clean, monkeypatch):
         return model
 
     monkeypatch.setattr(ex, "reference_model", poisoned)
-    result = ex.train_architecture(ARCH, MEMBERS, tables, CONFIG, torch.device("cpu"))
-    bad = MEMBERS.index(ex.Member("permutation", 1))
+    result = ex.train_architecture(GROUP, tables, CONFIG, torch.device("cpu"))[0]
+    bad = MEMBERS.index(ex.Member("permutation", 1, CONFIG.settings()[0]))
     for i in range(len(MEMBERS)):
         m = ex.run_metrics(result.steps, result.curves[i], CONFIG.num_steps)
         if i == bad:
@@ -163,7 +163,7 @@ def test_a_nan_member_diverges_alone(tables, clean, monkeypatch):
             assert m["diverged"] == 0
             np.testing.assert_array_equal(result.curves[i], clean.curves[i])  # untouched, bitwise
     records = ex.study_records([result], tables, CONFIG, {ARCH.name: "all"})
-    info = ex.final_info(records, single_architecture=True)
+    info = ex.final_info(records, plain=True)
     assert info["permutation"]["final_info_dict"]["diverged"] == [0, 1, 0]
     assert info["permutation"]["means"]["final_train_loss_mean"] is not None  # over the 2 finite seeds
     assert "1 run DIVERGED" in ex.group_summary(result, CONFIG)
@@ -171,8 +171,8 @@ def test_a_nan_member_diverges_alone(tables, clean, monkeypatch):
 
 def test_chunked_group_gives_the_same_results(tables, clean):
     import dataclasses
-    chunked = ex.train_architecture(ARCH, MEMBERS, tables, dataclasses.replace(CONFIG, max_members=4),
-                                    torch.device("cpu"))
+    chunked = ex.train_architecture(GROUP, tables, dataclasses.replace(CONFIG, max_members=4),
+                                    torch.device("cpu"))[0]
     np.testing.assert_allclose(chunked.curves, clean.curves, rtol=0, atol=1e-6)
 
 
@@ -180,14 +180,14 @@ def test_out_of_memory_splits_the_group(tables, clean, monkeypatch, capsys):
     original = ex.train_group
     sizes = []
 
-    def small_memory(arch, members, *args, **kwargs):
-        sizes.append(len(members))
-        if len(members) > 2:
+    def small_memory(group, *args, **kwargs):
+        sizes.append(len(group.members))
+        if len(group.members) > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return original(arch, members, *args, **kwargs)
+        return original(group, *args, **kwargs)
 
     monkeypatch.setattr(ex, "train_group", small_memory)
-    result = ex.train_architecture(ARCH, MEMBERS, tables, CONFIG, torch.device("cpu"))
+    result = ex.train_architecture(GROUP, tables, CONFIG, torch.device("cpu"))[0]
     assert sizes == [6, 3, 2, 2, 2]
     warnings = capsys.readouterr().err.strip().splitlines()
     assert len(warnings) == 1 and "does not fit in memory" in warnings[0]

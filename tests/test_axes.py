@@ -1,0 +1,239 @@
+"""Studies beyond the architecture: hyperparameter axes, the log evaluation schedule, the test
+split, saved models and the query command."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import experiment as ex
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AXES_STUDY = ["--tasks=x_plus_y,x_div_y", "--layers=1", "--dims=16", "--heads=2", "--seeds=2",
+              "--num_steps=20", "--eval_every=10", "--prime=7,11", "--batch_size=16,32"]
+
+
+def run(args):
+    environ = {k: v for k, v in os.environ.items() if k != "GROKKING_PRESET"}
+    return subprocess.run([sys.executable, os.path.join(ROOT, "experiment.py"), *args],
+                          capture_output=True, text=True, env=environ, cwd=ROOT, timeout=600)
+
+
+def config(*args) -> ex.Config:
+    return ex.resolve_config(["--out_dir=x", *args], environ={})[0]
+
+
+# ----- axes and groups -----
+
+def test_a_list_makes_an_axis_and_one_value_stays_a_number():
+    c = config(*AXES_STUDY, "--lr=0.001")
+    assert c.prime == (7, 11) and c.batch_size == (16, 32) and c.lr == 0.001
+    assert c.varied_axes() == ["prime", "batch_size"]
+    assert len(c.settings()) == 4
+
+
+def test_runs_that_share_shapes_train_as_one_group():
+    c = dataclasses.replace(config(*AXES_STUDY, "--weight_decay=0.5,1"), layers=(1, 2))
+    groups = ex.plan_groups(c)
+    # prime varies inside a group (padded); batch size and weight decay split groups
+    assert [g.name for g in groups] == [f"L{n}_D16_H2_bs{b}_wd{w}" for n in (1, 2) for b in (16, 32) for w in (0.5, 1)]
+    for g in groups:
+        assert len(g.members) == 2 * 2 * 2  # primes x tasks x seeds
+        assert len({(m.setting.batch_size, m.setting.weight_decay) for m in g.members}) == 1
+        assert {m.setting.prime for m in g.members} == {7, 11}
+    # every architecture sees every run: tasks x seeds x settings (2 primes x 2 batches x 2 decays)
+    for arch in c.architectures():
+        assert len({(m.task, m.seed, m.setting) for g in groups if g.arch == arch for m in g.members}) == 2 * 2 * 8
+
+
+def test_axes_study_end_to_end(tmp_path):
+    out = tmp_path / "run_1"
+    result = run([f"--out_dir={out}", *AXES_STUDY])
+    assert result.returncode == 0, result.stderr
+    assert "study: 1 architecture x 2 prime x 2 batch_size x 2 tasks x 2 seeds = 16 runs" in result.stdout
+    assert "as 2 groups of 8 members" in result.stdout
+    info = json.loads((out / "final_info.json").read_text())
+    assert sorted(info) == sorted(f"{t}/L1_D16_H2/p{p}/bs{b}" for t in ("x_plus_y", "x_div_y")
+                                  for p in (7, 11) for b in (16, 32))
+    runs = json.loads((out / "runs.json").read_text())
+    for key, entry in info.items():
+        task, _, prime, batch = key.split("/")
+        mine = [r for r in runs if r["task"] == task and r["setting"] == f"{prime}/{batch}"]
+        assert len(mine) == 2 and {r["prime"] for r in mine} == {int(prime[1:])}
+        assert entry["final_info_dict"]["step_val_acc_99"] == [r["step_val_acc_99"] for r in mine]
+        # the parameter count follows the prime's vocabulary
+        assert len(set(entry["final_info_dict"]["parameter_count"])) == 1
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["axes"] == {"prime": [7, 11], "batch_size": [16, 32]}
+    assert saved["config"]["prime"] == [7, 11] and saved["config"]["lr"] == 0.001
+    assert sorted(os.listdir(out / ex.GROUPS_DIR)) == ["L1_D16_H2_bs16.npz", "L1_D16_H2_bs32.npz"]
+    # the same command again resumes every group
+    again = run([f"--out_dir={out}", *AXES_STUDY])
+    assert again.returncode == 0 and "resuming: 2 of 2 groups" in again.stdout
+
+
+def test_presets_reproduce_the_common_studies():
+    bs = config("--preset=batch_size")
+    assert bs.batch_size == (64, 128, 256, 512) and bs.weight_decay == 1.0 and bs.tasks == ("x_div_y",)
+    assert bs.architectures() == [ex.Architecture(2, 128, 4)] and bs.seeds == 3
+    assert [g.name for g in ex.plan_groups(bs)] == [f"L2_D128_H4_bs{b}" for b in (64, 128, 256, 512)]
+    primes = config("--preset=primes")
+    assert primes.prime == (97, 113) and primes.tasks == ("x_plus_y", "x_minus_y")
+    assert primes.layers == (1, 2)
+    assert [len(g.members) for g in ex.plan_groups(primes)] == [12, 12]  # one group per depth
+
+
+AXIS_ERRORS = [
+    (["--batch_size=0,64"], "--batch_size must be positive"),
+    (["--prime=11,11"], "--prime lists a value twice"),
+    (["--prime=11,15", "--tasks=x_div_y"], "--prime=15 is not prime"),
+    (["--lr=0.001,x"], "expected a number or a comma-separated list of numbers"),
+    (["--eval_schedule=cubic"], "use linear or log"),
+    (["--train_fraction=0.6", "--test_fraction=0.4"], "leave an empty split"),
+    (["--save_models=2"], "expected 0 or 1"),
+]
+
+
+@pytest.mark.parametrize("args, message", AXIS_ERRORS, ids=[" ".join(a) for a, _ in AXIS_ERRORS])
+def test_bad_axis_values_are_usage_errors(args, message):
+    with pytest.raises(ex.UsageError, match=message.replace("(", r"\(")):
+        config(*args)
+
+
+# ----- data -----
+
+@pytest.mark.parametrize("task, size", [("x_plus_y", 12769), ("x_minus_y", 12769), ("x_div_y", 12656)])
+def test_prime_113_tables_are_complete_and_correct(task, size):
+    table = ex.build_table(task, 113, 5)
+    assert len(table.answers) == size == ex.task_size(task, 113, 5)
+    a, b = table.tokens[:, 0].numpy() - 2, table.tokens[:, 2].numpy() - 2
+    c = table.answers.numpy()
+    if task == "x_plus_y":
+        assert ((a + b) % 113 == c).all()
+    elif task == "x_minus_y":
+        assert ((a - b) % 113 == c).all()
+    else:
+        assert (b > 0).all() and ((c * b) % 113 == a).all()
+    assert len(set(zip(a.tolist(), b.tolist()))) == size
+
+
+def test_test_split_is_held_out_and_reported(tmp_path):
+    n = 1000
+    train, val, test = ex.split_table(n, 0.5, ex.data_generator(0), test_fraction=0.2)
+    assert (len(train), len(val), len(test)) == (500, 300, 200)
+    assert torch.equal(torch.sort(torch.cat([train, val, test])).values, torch.arange(n))
+    # the training split is the same with or without a test split
+    assert torch.equal(train, ex.split_table(n, 0.5, ex.data_generator(0))[0])
+    out = tmp_path / "run_t"
+    result = run([f"--out_dir={out}", "--tasks=x_plus_y", "--layers=1", "--dims=16", "--heads=2",
+                  "--seeds=2", "--num_steps=20", "--prime=11", "--test_fraction=0.2"])
+    assert result.returncode == 0, result.stderr
+    info = json.loads((out / "final_info.json").read_text())["x_plus_y"]
+    assert {"step_test_acc_99_mean", "final_test_loss_mean", "final_test_acc_mean"} <= set(info["means"])
+    curves = np.load(out / "curves.npz")
+    assert curves["test_acc"].shape == curves["val_acc"].shape and np.isfinite(curves["test_loss"]).all()
+
+
+# ----- evaluation schedule -----
+
+def test_log_schedule_steps():
+    c = ex.Config(num_steps=100_000, eval_schedule="log", eval_points_per_decade=10)
+    steps = ex.evaluation_steps(c)
+    assert steps[0] == 1 and steps[-1] == 100_000 and steps == sorted(set(steps))
+    assert 10 in steps and 100 in steps and 1000 in steps and 10_000 in steps
+    assert 40 < len(steps) <= 51  # about 10 per decade, small steps merged
+    ratios = np.diff(np.log10(steps[20:]))
+    assert np.allclose(ratios, 0.1, atol=0.01)
+    short = ex.evaluation_steps(dataclasses.replace(c, num_steps=300))
+    assert short[-1] == 300 and max(short) == 300
+    # metrics are first evaluated steps
+    curve = np.zeros((len(steps), len(ex.CURVE_NAMES)))
+    curve[steps.index(1259):, ex.CURVE_NAMES.index("val_acc")] = 1.0
+    assert ex.run_metrics(np.array(steps), curve, c.num_steps)["step_val_acc_99"] == 1259
+
+
+# ----- saved models and queries -----
+
+TINY = ex.Config(tasks=("x_div_y", "permutation"), layers=(1,), dims=(16,), heads=(2,), seeds=2,
+                 num_steps=30, eval_every=10, prime=11, perm_k=3, batch_size=32, save_models=1, device="cpu")
+
+
+def test_saved_model_gives_exactly_the_logits_of_the_trained_one(tmp_path):
+    tables = ex.build_tables(TINY)
+    group, = ex.plan_groups(TINY)
+    _, models = ex.train_architecture(group, tables, TINY, torch.device("cpu"))
+    (members, trained), = models
+    assert members == group.members
+    ex.save_models(str(tmp_path), group, models, tables)
+    with np.load(tmp_path / ex.MODELS_DIR / "L1_D16_H2.npz", allow_pickle=False) as f:
+        assert all(f[k].dtype != object for k in f.files)
+    for i, member in enumerate(group.members):
+        loaded, row = ex.load_member_model(str(tmp_path / ex.MODELS_DIR / "L1_D16_H2.npz"), member)
+        assert row == i
+        table = tables[member.table_key]
+        left, right = table.tokens[None, :, 0], table.tokens[None, :, 2]
+        with torch.no_grad():
+            expected = trained(left, right, slice(i, i + 1))
+            assert torch.equal(loaded(left, right, slice(row, row + 1)), expected)
+    assert not torch.equal(trained.tok_emb[0], ex.BatchedTransformer.from_references(
+        group.arch, [ex.reference_model(group.arch, tables[m.table_key], m.seed) for m in group.members],
+        [tables[m.table_key].num_classes for m in group.members]).tok_emb[0])  # it trained
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("q") / "run_q"
+    args = [f"--out_dir={out}", "--tasks=x_div_y,permutation", "--layers=1", "--dims=16", "--heads=2",
+            "--seeds=2", "--num_steps=30", "--prime=11", "--perm_k=3", "--batch_size=32", "--save_models=1"]
+    result = run(args)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_query_prints_answer_probability_and_truth(saved_run):
+    result = run([f"--query={saved_run}", "--task=x_div_y", "--seed=1", "3/4", "10/1="])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == f"{saved_run}: x_div_y L1_D16_H2 seed 1"
+    # 3/4 mod 11 = 3 * 3 = 9 (4 * 3 = 12 = 1 mod 11); 10/1 = 10
+    assert lines[1].startswith("3/4 = ") and "true 9" in lines[1]
+    assert lines[2].startswith("10/1 = ") and "true 10" in lines[2]
+    p = float(lines[1].split("(p=")[1].split(")")[0])
+    assert 0 < p <= 1
+    perm = run([f"--query={saved_run}", "--task=permutation", "--seed=0", "102*021"])
+    # (102 o 021)[i] = a[b[i]]: a=(1,0,2), b=(0,2,1) -> (1,2,0)
+    assert perm.returncode == 0 and "true 120" in perm.stdout, perm.stderr
+
+
+QUERY_ERRORS = [
+    (["--task=x_div_y", "--seed=0", "3/0"], "division by 0"),
+    (["--task=x_div_y", "--seed=0", "12/3"], "operand '12' is out of range"),
+    (["--task=x_div_y", "--seed=0", "3+4"], "cannot read '3+4'"),
+    (["--task=x_div_y", "--seed=7", "3/4"], "--seed=7: the run has 0, 1"),
+    (["--task=x_plus_y", "--seed=0", "3/4"], "--task=x_plus_y: the run has x_div_y, permutation"),
+    (["--seed=0", "3/4"], "--task is needed"),
+    (["--task=permutation", "--seed=0", "112*021"], "not a permutation of 0..2"),
+    (["--task=x_div_y", "--seed=0"], "no equation to ask"),
+    (["--task=x_div_y", "--seed=0", "--colour=red", "3/4"], "--colour is not a query option"),
+]
+
+
+@pytest.mark.parametrize("args, message", QUERY_ERRORS, ids=[" ".join(a) for a, _ in QUERY_ERRORS])
+def test_bad_queries_exit_2_with_one_line(saved_run, args, message):
+    result = run([f"--query={saved_run}", *args])
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_query_of_a_missing_run_or_unsaved_models(tmp_path, saved_run):
+    result = run([f"--query={tmp_path / 'nothing'}", "1/2"])
+    assert result.returncode == 2 and "no finished study there" in result.stderr
+    unsaved = tmp_path / "run_u"
+    assert run([f"--out_dir={unsaved}", "--tasks=x_plus_y", "--layers=1", "--dims=16", "--heads=2",
+                "--seeds=1", "--num_steps=10", "--prime=11"]).returncode == 0
+    result = run([f"--query={unsaved}", "1+2"])
+    assert result.returncode == 2 and "--save_models=1" in result.stderr
