@@ -13,6 +13,7 @@ architecture x task x seed of a study, measures memorization, grokking and stabi
     python experiment.py --out_dir=run_2 --preset=batch_size   # batch 64..512 on x/y, 100k steps (GPU)
     python experiment.py --out_dir=run_3 --preset=primes --save_models=1  # p = 97 and 113; keep weights
     python experiment.py --query=run_3 --task=x_plus_y --arch=L2_D128_H4 --seed=0 --prime=113 30+74 5+3
+    python experiment.py --out_dir=run_4 --backend=ray --ray_address=auto  # groups as Ray tasks
     python experiment.py --help                                # every option, with its default
 
 Besides layers, dims and heads, prime, train_fraction, batch_size, lr, weight_decay and
@@ -41,6 +42,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import importlib
+import importlib.util
 import io
 import itertools
 import json
@@ -176,9 +179,16 @@ RUN_OPTIONS = {
     "out_dir": "folder for every output file (required)",
     "preset": "a named set of overrides: " + ", ".join(PRESETS) + " (or env GROKKING_PRESET)",
     "overwrite": "1 to replace the results already in out_dir",
+    "backend": "local (default): groups one after another on this machine; ray: each group a Ray "
+               "task, on a cluster or on every GPU of this machine (or env GROKKING_BACKEND)",
+    "ray_address": "with --backend=ray: auto (a running cluster), HOST:PORT or ray://HOST:PORT; "
+                   "default: start a local Ray instance (or env GROKKING_RAY_ADDRESS)",
     "query": "RUN_DIR: ask a run saved with --save_models=1 the equations that follow (30/74 5/3); "
              "pick the run with --task, --arch, --seed and the varied axes (--prime=113 ...)",
 }
+
+
+BACKENDS = ("local", "ray")
 
 
 class UsageError(Exception):
@@ -265,8 +275,17 @@ def resolve_config(argv: list[str], environ=os.environ) -> tuple[Config, dict]:
     overwrite = pairs.get("overwrite", "0")
     if overwrite not in ("0", "1"):
         raise UsageError(f"--overwrite={overwrite!r}: expected 0 or 1")
+    backend = pairs.get("backend", environ.get("GROKKING_BACKEND", "")).strip() or "local"
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend={backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise UsageError("--backend=ray needs Ray: pip install -r requirements-ray.txt (or use --backend=local)")
+    if "ray_address" in pairs and backend != "ray":
+        raise UsageError("--ray_address needs --backend=ray")
+    ray_address = pairs.get("ray_address", environ.get("GROKKING_RAY_ADDRESS", "")).strip() or None
     options = {"out_dir": pairs["out_dir"], "preset": preset, "overwrite": overwrite == "1",
-               "overrides": {k: pairs[k] for k in pairs if k in types}}
+               "overrides": {k: pairs[k] for k in pairs if k in types}, "backend": backend,
+               "ray_address": ray_address if backend == "ray" else None}
     return config, options
 
 
@@ -1247,12 +1266,18 @@ def load_group(out_dir: str, group: Group, study_hash: str, steps: list[int], cu
     return GroupResult(group, saved_steps, saved_curves, meta["wall_time_s"], meta["eval_time_s"])
 
 
+def weight_arrays(model: BatchedTransformer) -> dict[str, np.ndarray]:
+    """A model's state as plain arrays on the host, for save_models."""
+    return {name: value.cpu().numpy() for name, value in model.state_dict().items()}
+
+
 def save_models(out_dir: str, group: Group, models: list, tables: dict) -> None:
-    """models/<group>.npz: each chunk's weights as plain arrays ("part<k>.<name>") and, as JSON,
-    what rebuilds the model (architecture, members, vocabularies). Loading runs no code."""
+    """models/<group>.npz from each chunk's (members, weight_arrays): the weights as plain arrays
+    ("part<k>.<name>") and, as JSON, what rebuilds the model (architecture, members,
+    vocabularies). Loading runs no code."""
     arrays, parts = {}, []
-    for k, (members, model) in enumerate(models):
-        arrays.update({f"part{k}.{name}": value.cpu().numpy() for name, value in model.state_dict().items()})
+    for k, (members, weights) in enumerate(models):
+        arrays.update({f"part{k}.{name}": value for name, value in weights.items()})
         parts.append({"members": [member_json(m) for m in members],
                       "num_classes": [tables[m.table_key].num_classes for m in members],
                       "vocab_size": max(tables[m.table_key].vocab_size for m in members)})
@@ -1566,7 +1591,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         c, options = resolve_config(argv)
-        device = resolve_device(c.device)
+        # With Ray the workers pick their device (the GPU Ray gives a task, if any); the driver only plans.
+        device = resolve_device(c.device) if options["backend"] == "local" else torch.device("cpu")
         resume = prepare_out_dir(options["out_dir"], options["overwrite"], c)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -1586,6 +1612,74 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write to {out_dir}: {e.strerror or e}; finished groups are kept in "
               f"{out_dir}/{GROUPS_DIR}, resume with: {resume_command(argv)}", file=sys.stderr, flush=True)
         return 1
+
+
+def train_groups_local(groups: list[Group], tables: dict, c: Config, device: torch.device, on_progress):
+    """Yield (group, GroupResult, [(members, weight_arrays)] if save_models, where it ran) for
+    every group, one after another on this machine; on_progress(group, fraction done)."""
+    where = {"host": socket.gethostname(), "device_name": device_name(device)}
+    for group in groups:
+        result, models = train_architecture(group, tables, c, device,
+                                            lambda fraction, group=group: on_progress(group, fraction))
+        yield group, result, [(members, weight_arrays(model)) for members, model in models], where
+
+
+RAY_MAX_RETRIES = 3  # attempts after the first when a worker dies (killed, node lost)
+
+
+def group_json(group: Group) -> dict:
+    return {"arch": dataclasses.asdict(group.arch), "members": [member_json(m) for m in group.members],
+            "tag": group.tag}
+
+
+def group_from_json(data: dict) -> Group:
+    members = [Member(task, seed, Setting(**setting)) for task, seed, setting in data["members"]]
+    return Group(Architecture(**data["arch"]), members, data["tag"])
+
+
+def train_group_task(config: dict, group: dict) -> dict:
+    """The Ray task: one group, from and to plain data (it may run on another machine). The
+    device is resolved here: with --device=auto, the GPU that Ray assigned to the task, if any."""
+    c, g = config_from_json(config), group_from_json(group)
+    device = resolve_device(c.device)
+    configure_backend(device)
+    result, models = train_architecture(g, build_tables(c), c, device)
+    return {"steps": result.steps, "curves": result.curves, "wall_time_s": result.wall_time_s,
+            "eval_time_s": result.eval_time_s,
+            "models": [([member_json(m) for m in members], weight_arrays(model)) for members, model in models],
+            "where": {"host": socket.gethostname(), "device_name": device_name(device)}}
+
+
+def train_groups_ray(groups: list[Group], c: Config, address: str | None, on_progress):
+    """Like train_groups_local, but every group is a Ray task (one GPU each when the cluster has
+    GPUs, else one CPU), yielded as soon as it finishes. A task whose worker dies is retried
+    (RAY_MAX_RETRIES). experiment.py travels to the workers as a module (py_modules)."""
+    import logging
+
+    import ray
+    ray.init(address=address, runtime_env={"py_modules": [os.path.abspath(__file__)]},
+             include_dashboard=False, logging_level=logging.ERROR)
+    pending = {}  # task -> group, for the tasks still running
+    try:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        module = sys.modules.get("experiment") or importlib.import_module("experiment")  # not __main__:
+        task = ray.remote(module.train_group_task).options(  # workers import it by name
+            num_gpus=1 if gpus else 0, num_cpus=1, max_retries=RAY_MAX_RETRIES)
+        config = dataclasses.asdict(c)
+        pending.update({task.remote(config, group_json(g)): g for g in groups})
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # short waits: Ctrl-C is seen
+            for ref in done:
+                group, out = pending.pop(ref), ray.get(ref)
+                result = GroupResult(group, out["steps"], out["curves"], out["wall_time_s"], out["eval_time_s"])
+                models = [([Member(t, s, Setting(**st)) for t, s, st in members], weights)
+                          for members, weights in out["models"]]
+                on_progress(group, 1.0)
+                yield group, result, models, out["where"]
+    finally:  # interrupted or failed: stop the rest, also on a cluster that outlives this driver
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        ray.shutdown()
 
 
 def run_study(c: Config, options: dict, device: torch.device, resume: bool, argv: list[str]) -> int:
@@ -1609,40 +1703,46 @@ def run_study(c: Config, options: dict, device: torch.device, resume: bool, argv
     costs = {g.name: 0.0 if saved[g.name] else group_flops(g, tables, c) for g in groups}
     runs = sum(len(g.members) for g in groups)
     axes = "".join(f" x {len(c.axis(a))} {a}" for a in c.varied_axes())
+    where = device_name(device) if options["backend"] == "local" else \
+        f"Ray ({options['ray_address'] or 'a local instance'}, groups in parallel)"
     print(f"study: {plural(len(c.architectures()), 'architecture')}{axes} x {plural(len(c.tasks), 'task')} x "
           f"{plural(c.seeds, 'seed')} = {plural(runs, 'run')} of {c.num_steps} steps, as "
           f"{plural(len(groups), 'group')} of {plural(len(groups[0].members), 'member')} "
-          f"({len(groups) * c.num_steps:,} batched steps), on {device_name(device)}; "
+          f"({len(groups) * c.num_steps:,} batched steps), on {where}; "
           f"{sum(costs.values()) / 1e12:.1f} TFLOP to train", flush=True)
     if any(saved.values()):
         print(f"resuming: {sum(1 for r in saved.values() if r)} of {plural(len(groups), 'group')} "
               f"already finished in {out_dir}/{GROUPS_DIR}", flush=True)
-    if device.type == "cpu" and sum(costs.values()) / CPU_FLOPS_ESTIMATE > 1800:
+    if options["backend"] == "local" and device.type == "cpu" and sum(costs.values()) / CPU_FLOPS_ESTIMATE > 1800:
         hours = sum(costs.values()) / CPU_FLOPS_ESTIMATE / 3600
         print(f"warning: this study needs roughly {hours:.1f} h on this CPU; use a GPU, or "
               "--preset=demo / --preset=smoke, or fewer --layers/--dims/--heads/--seeds", flush=True)
 
-    results = []
+    todo = [g for g in groups if not saved[g.name]]
+    finished = {name: result for name, result in saved.items() if result}
+    progress, ran_on = {g.name: 0.0 for g in todo}, {}
     with tqdm(total=sum(costs.values()) or 1, unit="FLOP", unit_scale=True, dynamic_ncols=True,
               mininterval=0.5 if sys.stderr.isatty() else 30, smoothing=0.05,
               bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}") as bar:
-        for index, group in enumerate(groups):
-            if saved[group.name]:
-                results.append(saved[group.name])
-                continue
-            done_before = bar.n
 
-            def on_progress(fraction, group=group, index=index, done_before=done_before):
-                bar.update(done_before + costs[group.name] * fraction - bar.n)
-                bar.set_postfix_str(f"group {index + 1}/{len(groups)} {group.name} {100 * fraction:.0f}%",
-                                    refresh=False)
+        def on_progress(group: Group, fraction: float):
+            progress[group.name] = fraction
+            bar.update(sum(costs[name] * f for name, f in progress.items()) - bar.n)
+            running = f"; {group.name} {100 * fraction:.0f}%" if fraction < 1 else ""
+            bar.set_postfix_str(f"{sum(f >= 1 for f in progress.values())}/{len(todo)} groups done{running}",
+                                refresh=False)
 
-            result, models = train_architecture(group, tables, c, device, on_progress)
+        if options["backend"] == "ray":
+            stream = train_groups_ray(todo, c, options["ray_address"], on_progress)
+        else:
+            stream = train_groups_local(todo, tables, c, device, on_progress)
+        for group, result, models, where in stream:
             if c.save_models:  # before the group file: a saved group always has its weights
                 save_models(out_dir, group, models, tables)
             save_group(out_dir, result, study_hash)
-            results.append(result)
+            finished[group.name], ran_on[group.name] = result, where
             bar.write(group_summary(result, c))
+    results = [finished[g.name] for g in groups]
     finished = datetime.datetime.now(datetime.timezone.utc)
     provenance = {
         "command": [os.path.basename(sys.argv[0])] + argv,
@@ -1650,8 +1750,11 @@ def run_study(c: Config, options: dict, device: torch.device, resume: bool, argv
         "finished_utc": finished.isoformat(timespec="seconds"),
         "wall_time_s": (finished - started).total_seconds(),
         "groups": [{"group": r.group.name, "members": len(r.members), "resumed": bool(saved[r.group.name]),
-                    "wall_time_s": r.wall_time_s, "eval_time_s": r.eval_time_s} for r in results],
-        "device": str(device), "device_name": device_name(device),
+                    "wall_time_s": r.wall_time_s, "eval_time_s": r.eval_time_s, **ran_on.get(r.group.name, {})}
+                   for r in results],
+        "backend": options["backend"],
+        "device": str(device) if options["backend"] == "local" else "per group (Ray workers)",
+        "device_name": device_name(device),
         "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "host": socket.gethostname(),
         **code,

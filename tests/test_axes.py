@@ -169,7 +169,7 @@ def test_saved_model_gives_exactly_the_logits_of_the_trained_one(tmp_path):
     _, models = ex.train_architecture(group, tables, TINY, torch.device("cpu"))
     (members, trained), = models
     assert members == group.members
-    ex.save_models(str(tmp_path), group, models, tables)
+    ex.save_models(str(tmp_path), group, [(members, ex.weight_arrays(trained))], tables)
     with np.load(tmp_path / ex.MODELS_DIR / "L1_D16_H2.npz", allow_pickle=False) as f:
         assert all(f[k].dtype != object for k in f.files)
     for i, member in enumerate(group.members):

@@ -1,0 +1,132 @@
+"""The Ray backend: the same results as the local one, a killed worker costs only a retry, and
+a clear error without Ray."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import experiment as ex
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Two groups (one per depth) that each train for a few seconds on one thread.
+STUDY = ["--tasks=x_plus_y,permutation", "--layers=1,2", "--dims=16", "--heads=2", "--seeds=2",
+         "--num_steps=300", "--prime=11", "--perm_k=3", "--batch_size=64", "--device=cpu"]
+
+
+def start(out, *extra):
+    """experiment.py on one thread per process (Ray gives each one-CPU task one thread), so that
+    the local and the Ray backend compute bit for bit the same."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GROKKING_")}
+    environ["OMP_NUM_THREADS"] = "1"
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "experiment.py"), f"--out_dir={out}", *STUDY, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ, cwd=ROOT)
+
+
+def finish(process):
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err
+    return out
+
+
+def results(out):
+    """final_info.json without the timings, and the curves."""
+    info = json.loads((out / "final_info.json").read_text())
+    for entry in info.values():
+        for part in entry.values():
+            for key in [k for k in part if k.startswith("wall_time_s")]:
+                del part[key]
+    with np.load(out / "curves.npz") as curves:
+        return info, {k: curves[k] for k in curves.files}
+
+
+def assert_same(a, b):
+    assert a[0] == b[0]
+    assert a[1].keys() == b[1].keys()
+    for key in a[1]:
+        np.testing.assert_array_equal(a[1][key], b[1][key])
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "run"
+    finish(start(out))
+    return results(out)
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_local_results(tmp_path, local):
+    pytest.importorskip("ray")
+    out = tmp_path / "run"
+    stdout = finish(start(out, "--backend=ray"))
+    assert "on Ray (a local instance" in stdout
+    assert_same(results(out), local)
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["backend"] == "ray" and all("host" in g for g in provenance["groups"])
+    assert sorted(os.listdir(out / ex.GROUPS_DIR)) == ["L1_D16_H2.npz", "L2_D16_H2.npz"]
+
+
+def running_tasks() -> list[int]:
+    """Processes of Ray workers while they run train_group_task (Ray renames them so)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::train_group_task"):
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker through /proc")
+def test_a_killed_worker_costs_only_a_retry(tmp_path, local):
+    pytest.importorskip("ray")
+    out = tmp_path / "run"
+    process = start(out, "--backend=ray")
+    deadline, killed = time.time() + 120, None
+    while killed is None and time.time() < deadline and process.poll() is None:
+        tasks = running_tasks()
+        if tasks:
+            time.sleep(1.0)  # let it train a little
+            os.kill(tasks[0], signal.SIGKILL)
+            killed = tasks[0]
+        time.sleep(0.05)
+    assert killed is not None, "no running task was seen"
+    finish(process)
+    assert_same(results(out), local)
+
+
+def test_backend_ray_without_ray_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    real = ex.importlib.util.find_spec
+    monkeypatch.setattr(ex.importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    out = tmp_path / "run"
+    assert ex.main([f"--out_dir={out}", "--backend=ray"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install -r requirements-ray.txt" in err[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, environ, message", [
+    (["--backend=spark"], {}, "--backend='spark': choose one of local, ray"),
+    (["--ray_address=auto"], {}, "--ray_address needs --backend=ray"),
+    ([], {"GROKKING_BACKEND": "dask"}, "--backend='dask'"),
+])
+def test_bad_backend_options(args, environ, message):
+    with pytest.raises(ex.UsageError, match=message.replace("[", r"\[")):
+        ex.resolve_config(["--out_dir=x", *args], environ=environ)
+
+
+def test_backend_from_the_environment():
+    pytest.importorskip("ray")
+    _, options = ex.resolve_config(["--out_dir=x"], environ={"GROKKING_BACKEND": "ray",
+                                                             "GROKKING_RAY_ADDRESS": "10.0.0.1:6379"})
+    assert options["backend"] == "ray" and options["ray_address"] == "10.0.0.1:6379"
+    _, options = ex.resolve_config(["--out_dir=x"], environ={"GROKKING_RAY_ADDRESS": "auto"})
+    assert options["backend"] == "local" and options["ray_address"] is None
