@@ -1553,8 +1553,8 @@ def run_query(pairs: dict[str, str], equations: list[str]) -> list[str]:
     arch = {a.name: a for a in c.architectures()}[choose("arch", [a.name for a in c.architectures()],
                                                           pairs.get("arch"), str)]
     seed = choose("seed", list(range(c.seeds)), pairs.get("seed"), int)
-    values = {a: choose(a, list(c.axis(a)), pairs.get(a), int if a in ("prime", "batch_size", "warmup_steps")
-                        else float) for a in AXES}
+    types = config_field_types()
+    values = {a: choose(a, list(c.axis(a)), pairs.get(a), types[a][0]) for a in AXES}
     setting = Setting(**values)
     member = Member(task, seed, setting)
     group = Group(arch, [member], setting.tag([a for a in c.varied_axes() if a in GROUP_AXES], "_"))
