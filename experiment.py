@@ -123,19 +123,9 @@ class Config:
         return [Setting(*values) for values in itertools.product(*(self.axis(name) for name in AXES))]
 
 
-# Fields beyond the architecture that may be axes of the study (the fields of Setting, in order),
-# with the short tag that names a value in keys and file names (bs64, p113, ...).
-AXES = ("prime", "train_fraction", "batch_size", "lr", "weight_decay", "warmup_steps")
-AXIS_TAGS = {"prime": "p", "train_fraction": "tf", "batch_size": "bs", "lr": "lr", "weight_decay": "wd",
-             "warmup_steps": "wu"}
-# Axes that every member of a batched group shares: the batch is one tensor and one optimizer
-# updates the group. Runs that differ in prime or train_fraction still train together.
-GROUP_AXES = ("batch_size", "lr", "weight_decay", "warmup_steps")
-
-
 @dataclass(frozen=True)
 class Setting:
-    """The values of the non-architecture axes for one run."""
+    """The values of the non-architecture axes for one run; its fields are the AXES."""
 
     prime: int
     train_fraction: float
@@ -147,6 +137,16 @@ class Setting:
     def tag(self, axes: list[str], sep: str = "/") -> str:
         """The values of `axes`, e.g. 'p113/bs64' ('' for no axes)."""
         return sep.join(f"{AXIS_TAGS[a]}{format_number(getattr(self, a))}" for a in axes)
+
+
+# Config fields beyond the architecture that may be axes of the study, with the short tag that
+# names a value in keys and file names (bs64, p113, ...).
+AXES = tuple(f.name for f in dataclasses.fields(Setting))
+AXIS_TAGS = {"prime": "p", "train_fraction": "tf", "batch_size": "bs", "lr": "lr", "weight_decay": "wd",
+             "warmup_steps": "wu"}
+# Axes that every member of a batched group shares: the batch is one tensor and one optimizer
+# updates the group. Runs that differ in prime or train_fraction still train together.
+GROUP_AXES = ("batch_size", "lr", "weight_decay", "warmup_steps")
 
 
 def format_number(v) -> str:
@@ -368,7 +368,7 @@ def field_comments() -> dict[str, str]:
 
 
 def format_value(v) -> str:
-    return ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    return ",".join(map(format_number, v)) if isinstance(v, tuple) else format_number(v)
 
 
 # ======================================================================================
@@ -486,13 +486,12 @@ class GroupData:
     BATCH_CHUNK = 100  # steps of batch indices drawn at a time (the draw is chunk-independent)
 
     def __init__(self, members: list[Member], tables: dict, c: Config, device):
-        self.members, self.device = members, device
+        self.device = device
         self.batch_size = members[0].setting.batch_size  # the same for the whole group (GROUP_AXES)
         m = len(members)
         sizes = [len(tables[mb.table_key].answers) for mb in members]
-        self.left = torch.zeros(m, max(sizes), dtype=torch.long)  # (members, equations) token a
-        self.right = torch.zeros(m, max(sizes), dtype=torch.long)  # token b
-        self.answers = torch.zeros(m, max(sizes), dtype=torch.long)  # element index c
+        # (members, equations, 3): token a, token b, answer c; one gather draws a whole batch
+        equations = torch.zeros(m, max(sizes), 3, dtype=torch.long)
         # Per split (train, val[, test]): 1 on the member's rows of that split, else 0;
         # float64 so that sums are exact counts.
         splits = 3 if c.test_fraction > 0 else 2
@@ -501,8 +500,7 @@ class GroupData:
         for i, mb in enumerate(members):
             table = tables[mb.table_key]
             n = sizes[i]
-            self.left[i, :n], self.right[i, :n] = table.tokens[:, 0], table.tokens[:, 2]
-            self.answers[i, :n] = table.answers
+            equations[i, :n] = torch.stack([table.tokens[:, 0], table.tokens[:, 2], table.answers], 1)
             gen = data_generator(mb.seed)
             indices = split_table(n, mb.setting.train_fraction, gen, c.test_fraction)
             for split in range(splits):
@@ -516,8 +514,8 @@ class GroupData:
             self.eval_blocks.append((slice(start, start + count), n))
             start += count
         self.split_sizes = self.split_masks.sum(2).t().to(device)  # (members, splits)
-        for name in ("left", "right", "answers", "split_masks"):
-            setattr(self, name, getattr(self, name).to(device))
+        self.split_masks, self.equations = self.split_masks.to(device), equations.to(device)
+        self.left, self.right, self.answers = self.equations.unbind(-1)  # views, (members, equations)
         self.member_index = torch.arange(m, device=device)[:, None]  # (members, 1)
         self._chunk, self._chunk_start = None, 0
 
@@ -527,8 +525,7 @@ class GroupData:
         if self._chunk is None or offset >= self._chunk.shape[0]:
             self._chunk, self._chunk_start, offset = self._draw_chunk(), step, 0
         rows = self._chunk[offset]  # (members, batch) equation indices
-        pick = lambda t: t[self.member_index, rows]
-        return pick(self.left), pick(self.right), pick(self.answers)
+        return self.equations[self.member_index, rows].unbind(-1)
 
     def _draw_chunk(self) -> torch.Tensor:
         """(BATCH_CHUNK, members, batch): each member draws from its own generator, on the CPU,
@@ -539,11 +536,6 @@ class GroupData:
         if torch.device(self.device).type == "cuda":  # pinned: the copy overlaps the training
             chunk = chunk.pin_memory()
         return chunk.to(self.device, non_blocking=True)
-
-
-def equation_tokens(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """(..., 4) token sequences [left, o, right, =] from operand tokens."""
-    return torch.stack([left, torch.full_like(left, TOKEN_OP), right, torch.full_like(left, TOKEN_EQ)], -1)
 
 
 # ======================================================================================
@@ -1227,6 +1219,11 @@ def member_json(mb: Member) -> list:
     return [mb.task, mb.seed, dataclasses.asdict(mb.setting)]
 
 
+def member_from_json(data: list) -> Member:
+    task, seed, setting = data
+    return Member(task, seed, Setting(**setting))
+
+
 def group_path(out_dir: str, group: Group, folder: str = GROUPS_DIR) -> str:
     return os.path.join(out_dir, folder, group.name + ".npz")
 
@@ -1251,7 +1248,7 @@ def load_group(out_dir: str, group: Group, study_hash: str, steps: list[int], cu
             meta, saved_steps, saved_curves = json.loads(str(f["meta"])), f["steps"], f["curves"]
         if meta["config_hash"] != study_hash:
             problem = "it belongs to another config"
-        elif meta["members"] != json.loads(json.dumps([member_json(m) for m in group.members])):
+        elif [member_from_json(m) for m in meta["members"]] != group.members:
             problem = "its runs differ"
         elif list(saved_steps) != steps or saved_curves.shape != (len(group.members), len(steps), curves):
             problem = "its curves have the wrong shape"
@@ -1291,15 +1288,15 @@ def load_member_model(path: str, member: Member) -> tuple[BatchedTransformer, in
     """(model of the chunk that holds `member`, the member's row in it) from a save_models file."""
     with np.load(path, allow_pickle=False) as f:
         meta = json.loads(str(f["meta"]))
-        wanted = json.loads(json.dumps(member_json(member)))
         for k, part in enumerate(meta["parts"]):
-            if wanted in part["members"]:
+            members = [member_from_json(m) for m in part["members"]]
+            if member in members:
                 model = BatchedTransformer(Architecture(**meta["architecture"]), part["vocab_size"],
                                            part["num_classes"])
                 prefix = f"part{k}."
                 model.load_state_dict({name[len(prefix):]: torch.from_numpy(f[name]) for name in f.files
                                        if name.startswith(prefix)})
-                return model, part["members"].index(wanted)
+                return model, members.index(member)
     raise UsageError(f"{path} holds no weights for {member.task} seed {member.seed}; the study may have "
                      "been resumed without --save_models=1 for this group")
 
@@ -1557,7 +1554,7 @@ def run_query(pairs: dict[str, str], equations: list[str]) -> list[str]:
     values = {a: choose(a, list(c.axis(a)), pairs.get(a), types[a][0]) for a in AXES}
     setting = Setting(**values)
     member = Member(task, seed, setting)
-    group = Group(arch, [member], setting.tag([a for a in c.varied_axes() if a in GROUP_AXES], "_"))
+    group = next(g for g in plan_groups(c) if g.arch == arch and member in g.members)  # its file's name
     path = group_path(run_dir, group, MODELS_DIR)
     if not os.path.exists(path):
         raise UsageError(f"{run_dir} has no saved weights for {group.name}; run the study with --save_models=1")
@@ -1633,8 +1630,7 @@ def group_json(group: Group) -> dict:
 
 
 def group_from_json(data: dict) -> Group:
-    members = [Member(task, seed, Setting(**setting)) for task, seed, setting in data["members"]]
-    return Group(Architecture(**data["arch"]), members, data["tag"])
+    return Group(Architecture(**data["arch"]), [member_from_json(m) for m in data["members"]], data["tag"])
 
 
 def train_group_task(config: dict, group: dict) -> dict:
@@ -1672,8 +1668,7 @@ def train_groups_ray(groups: list[Group], c: Config, address: str | None, on_pro
             for ref in done:
                 group, out = pending.pop(ref), ray.get(ref)
                 result = GroupResult(group, out["steps"], out["curves"], out["wall_time_s"], out["eval_time_s"])
-                models = [([Member(t, s, Setting(**st)) for t, s, st in members], weights)
-                          for members, weights in out["models"]]
+                models = [([member_from_json(m) for m in members], weights) for members, weights in out["models"]]
                 on_progress(group, 1.0)
                 yield group, result, models, out["where"]
     finally:  # interrupted or failed: stop the rest, also on a cluster that outlives this driver

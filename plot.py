@@ -487,21 +487,19 @@ def figure_axis(run: Run, axis: str):
     size, prime, ...), one line per architecture and value of the other varied axes."""
     budget = run.config["num_steps"]
     values = sorted(run.axes[axis])
-    lines = list(dict.fromkeys(
-        (r["architecture"], ", ".join(f"{a}={r[a]}" for a in run.axes if a != axis)) for r in run.records))
+    others = lambda r: ", ".join(f"{a}={r[a]}" for a in run.axes if a != axis)  # the other varied axes
+    lines = list(dict.fromkeys((r["architecture"], others(r)) for r in run.records))
     colors = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, len(run.tasks), figsize=(max(7.0, 4.6 * len(run.tasks)), 4.2), squeeze=False, sharey=True)
     for ax, task in zip(axes[0], run.tasks):
-        for i, (arch, others) in enumerate(lines):
-            by_value = [grokking_summary([run.records[r] for r in run.rows(task=task, architecture=arch)
-                                          if run.records[r][axis] == v
-                                          and ", ".join(f"{a}={run.records[r][a]}" for a in run.axes if a != axis) == others],
-                                         budget) for v in values]
+        for i, (arch, rest) in enumerate(lines):
+            records = [run.records[r] for r in run.rows(task=task, architecture=arch) if others(run.records[r]) == rest]
+            by_value = [grokking_summary([r for r in records if r[axis] == v], budget) for v in values]
             for key, style in (("grok", "-"), ("mem", "--")):
                 means = [s[key][0] if s[key][0] is not None else np.nan for s in by_value]
                 errors = [s[key][1] or 0.0 for s in by_value]
                 ax.errorbar(values, means, yerr=errors, color=colors(i % 10), ls=style, marker="o", ms=4, capsize=2,
-                            label=", ".join(filter(None, (arch, others))) if key == "grok" else None)
+                            label=", ".join(filter(None, (arch, rest))) if key == "grok" else None)
                 censored = [v for v, s in zip(values, by_value) if s["grokked" if key == "grok" else "memorized"] < s["n"]]
                 ax.plot(censored, [budget] * len(censored), ls="", marker="o", mfc="none", color=colors(i % 10), ms=7)
         if min(values) > 0 and max(values) / min(values) >= 4:

@@ -29,7 +29,9 @@ def train_alone(arch, member, table, c):
     for step in range(c.num_steps):
         left, right, answers = data.batch(step)
         optimizer.zero_grad()
-        loss = F.cross_entropy(model(ex.equation_tokens(left[0], right[0])), answers[0])
+        tokens = torch.stack([left[0], torch.full_like(left[0], ex.TOKEN_OP), right[0],
+                              torch.full_like(left[0], ex.TOKEN_EQ)], -1)  # [a, o, b, =]
+        loss = F.cross_entropy(model(tokens), answers[0])
         loss.backward()
         optimizer.step()
         scheduler.step()

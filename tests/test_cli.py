@@ -44,6 +44,17 @@ BAD_INPUTS = [
     (["stray"], "unexpected argument 'stray'"),
     (["--seeds"], "--seeds needs a value"),
     (["--seeds=1", "--seeds=2"], "--seeds is given twice"),
+    # axes beyond the architecture, and the other study options
+    (["--batch_size=0,64"], "--batch_size must be positive"),
+    (["--prime=11,11"], "--prime lists a value twice"),
+    (["--prime=11,15", "--tasks=x_div_y"], "--prime=15 is not prime"),
+    (["--lr=0.001,x"], "expected a number or a comma-separated list of numbers"),
+    (["--eval_schedule=cubic"], "use linear or log"),
+    (["--train_fraction=0.6", "--test_fraction=0.4"], "leave an empty split"),
+    (["--save_models=2"], "expected 0 or 1"),
+    # execution backends
+    (["--backend=spark"], "--backend='spark': choose one of local, ray"),
+    (["--ray_address=auto"], "--ray_address needs --backend=ray"),
 ]
 
 

@@ -113,14 +113,9 @@ def test_backend_ray_without_ray_is_a_usage_error(tmp_path, monkeypatch, capsys)
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args, environ, message", [
-    (["--backend=spark"], {}, "--backend='spark': choose one of local, ray"),
-    (["--ray_address=auto"], {}, "--ray_address needs --backend=ray"),
-    ([], {"GROKKING_BACKEND": "dask"}, "--backend='dask'"),
-])
-def test_bad_backend_options(args, environ, message):
-    with pytest.raises(ex.UsageError, match=message.replace("[", r"\[")):
-        ex.resolve_config(["--out_dir=x", *args], environ=environ)
+def test_bad_backend_from_the_environment():
+    with pytest.raises(ex.UsageError, match="--backend='dask': choose one of local, ray"):
+        ex.resolve_config(["--out_dir=x"], environ={"GROKKING_BACKEND": "dask"})
 
 
 def test_backend_from_the_environment():
