@@ -39,6 +39,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
+from runner import mean_stderr  # noqa: E402  (the one mean / standard-error definition, shared with experiment.py)
+
 # Optional: rename and select runs, as in the AI-Scientist template, e.g.
 # labels = {"run_0": "Baseline", "run_1": "Weight decay 1.0"}.
 # When it is not empty, only the runs it names are drawn; the others are listed as left out.
@@ -173,29 +175,16 @@ def discover_runs(root: str, only: list[str] | None) -> list[Run]:
 # ======================================================================================
 
 
-def mean_stderr(values) -> tuple:
-    """Mean and standard error (ddof=1 / sqrt(n)) along axis 0 over the finite values, so that a
-    diverged run (NaN curve) leaves the others' mean intact; stderr 0 where one value is finite."""
-    values = np.asarray(values, dtype=float)
-    finite = np.isfinite(values)
-    n = finite.sum(axis=0)
-    filled = np.where(finite, values, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = filled.sum(axis=0) / n  # NaN where no value is finite
-        squares = (np.where(finite, values - mean, 0.0) ** 2).sum(axis=0)
-        stderr = np.where(n > 1, np.sqrt(squares / np.maximum(n - 1, 1) / np.maximum(n, 1)), 0.0)
-    return mean, stderr
-
-
 def grokking_summary(records: list[dict], budget: int) -> dict:
     """Memorization and grokking of the seeds of one architecture, with censoring: the grokking
-    step is averaged over the seeds that grokked only; the others are counted, not averaged."""
+    step is averaged over the seeds that grokked only; the others are counted, not averaged.
+    Means and standard errors are floats, NaN where undefined (no seed; one seed for stderr)."""
     grok = [r["step_val_acc_99"] for r in records if r["grokked"]]
     mem = [r["step_train_acc_99"] for r in records if r["memorized"]]
     stable = [r["stable_fraction"] for r in records if r.get("stable_fraction") is not None]
     summary = {"n": len(records), "grokked": len(grok), "memorized": len(mem), "budget": budget}
     for key, values in (("grok", grok), ("mem", mem), ("stable", stable)):
-        summary[key] = mean_stderr(values) if values else (None, None)
+        summary[key] = tuple(float(v) for v in mean_stderr(values))
     return summary
 
 
@@ -316,7 +305,7 @@ def figure_capacity(run: Run, bucket: str):
                 ax.plot(run.curves["step"], mean, color=color(a), ls=style, lw=1.2,
                         label=f"{arch_shape(a)}, {a['heads']} heads")
                 step = grokking_summary([run.records[r] for r in rows], budget)[marker_key][0]
-                if step is not None:
+                if np.isfinite(step):
                     ax.plot(step, 0.99, marker="o", color=color(a), ms=5, mec="black", mew=0.5)
             ax.set_ylim(-0.02, 1.02)
             ax.grid(alpha=0.3)
@@ -352,7 +341,7 @@ def figure_steps_vs_params(run: Run):
             marker = DEPTH_MARKERS[depths.index(a["layers"]) % len(DEPTH_MARKERS)]
             for key, color, count in (("mem", "tab:blue", s["memorized"]), ("grok", "tab:red", s["grokked"])):
                 if count:
-                    ax.errorbar(x, s[key][0], yerr=s[key][1], fmt=marker, color=color, ms=5, capsize=2)
+                    ax.errorbar(x, s[key][0], yerr=np.nan_to_num(s[key][1]), fmt=marker, color=color, ms=5, capsize=2)
                 if count < s["n"]:  # censored seeds: never reached within the budget
                     ax.plot(x, budget, marker=marker, mfc="none", color=color, ms=7)
         ax.set_xscale("log")
@@ -391,7 +380,7 @@ def figure_heatmap(run: Run, task: str):
             s = grokking_summary([run.records[r] for r in run.rows(task=task, architecture=a["name"])], budget)
             i, j = layers.index(a["layers"]), dims.index(a["d_model"])
             fraction[i, j] = s["grokked"] / s["n"]
-            step[i, j] = s["grok"][0] if s["grok"][0] is not None else np.nan
+            step[i, j] = s["grok"][0]
         for row, (values, title, cmap, vmin, vmax) in enumerate((
                 (step, "mean grokking step", "magma_r", 0, budget),
                 (fraction, "fraction of seeds grokked", "Greens", 0, 1))):
@@ -468,8 +457,8 @@ def figure_stability(run: Run):
         for x, a in enumerate(archs):
             s = grokking_summary([run.records[r] for r in run.rows(task=task, architecture=a["name"])], budget)
             mean, stderr = s["stable"]
-            if mean is not None:
-                ax.bar(x, mean, yerr=stderr, color=color(a), capsize=2)
+            if np.isfinite(mean):
+                ax.bar(x, mean, yerr=np.nan_to_num(stderr), color=color(a), capsize=2)
             ax.text(x, 1.03, f"{s['grokked']}/{s['n']}", ha="center", va="bottom", fontsize=7)
         ax.set_ylim(0, 1.15)
         ax.set_ylabel("fraction > 99%")
@@ -496,8 +485,8 @@ def figure_axis(run: Run, axis: str):
             records = [run.records[r] for r in run.rows(task=task, architecture=arch) if others(run.records[r]) == rest]
             by_value = [grokking_summary([r for r in records if r[axis] == v], budget) for v in values]
             for key, style in (("grok", "-"), ("mem", "--")):
-                means = [s[key][0] if s[key][0] is not None else np.nan for s in by_value]
-                errors = [s[key][1] or 0.0 for s in by_value]
+                means = [s[key][0] for s in by_value]
+                errors = [np.nan_to_num(s[key][1]) for s in by_value]
                 ax.errorbar(values, means, yerr=errors, color=colors(i % 10), ls=style, marker="o", ms=4, capsize=2,
                             label=", ".join(filter(None, (arch, rest))) if key == "grok" else None)
                 censored = [v for v, s in zip(values, by_value) if s["grokked" if key == "grok" else "memorized"] < s["n"]]
@@ -523,10 +512,11 @@ def figure_axis(run: Run, axis: str):
 # ======================================================================================
 
 
-def fmt(mean, stderr, digits=0) -> str:
-    if mean is None:
+def fmt(mean: float, stderr: float, digits: int = 0) -> str:
+    """'mean ± stderr', the mean alone for one seed, '-' for none."""
+    if not np.isfinite(mean):
         return "-"
-    return f"{mean:.{digits}f} ± {stderr:.{digits}f}" if stderr else f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {stderr:.{digits}f}" if np.isfinite(stderr) else f"{mean:.{digits}f}"
 
 
 def summary_table(runs: list[Run], comparisons: dict[str, list[dict]]) -> str:

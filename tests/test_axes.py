@@ -12,20 +12,25 @@ import pytest
 import torch
 
 import experiment as ex
+import runner
+from support import ROOT, clean_environment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCIENCE = ex.science()
 AXES_STUDY = ["--tasks=x_plus_y,x_div_y", "--layers=1", "--dims=16", "--heads=2", "--seeds=2",
               "--num_steps=20", "--eval_every=10", "--prime=7,11", "--batch_size=16,32"]
 
 
 def run(args):
-    environ = {k: v for k, v in os.environ.items() if k != "GROKKING_PRESET"}
     return subprocess.run([sys.executable, os.path.join(ROOT, "experiment.py"), *args],
-                          capture_output=True, text=True, env=environ, cwd=ROOT, timeout=600)
+                          capture_output=True, text=True, env=clean_environment(), cwd=ROOT, timeout=600)
 
 
 def config(*args) -> ex.Config:
-    return ex.resolve_config(["--out_dir=x", *args], environ={})[0]
+    return runner.resolve(SCIENCE, ["--out_dir=x", *args], environ={})[0]
+
+
+def groups_of(c) -> list:
+    return runner.plan_groups(c, runner.build_tables(SCIENCE, c))
 
 
 # ----- axes and groups -----
@@ -33,22 +38,26 @@ def config(*args) -> ex.Config:
 def test_a_list_makes_an_axis_and_one_value_stays_a_number():
     c = config(*AXES_STUDY, "--lr=0.001")
     assert c.prime == (7, 11) and c.batch_size == (16, 32) and c.lr == 0.001
-    assert c.varied_axes() == ["prime", "batch_size"]
-    assert len(c.settings()) == 4
+    assert runner.varied_axes(c) == ["prime", "batch_size"]
+    assert len(runner.settings(c)) == 4
 
 
-def test_runs_that_share_shapes_train_as_one_group():
-    c = dataclasses.replace(config(*AXES_STUDY, "--weight_decay=0.5,1"), layers=(1, 2))
-    groups = ex.plan_groups(c)
-    # prime varies inside a group (padded); batch size and weight decay split groups
-    assert [g.name for g in groups] == [f"L{n}_D16_H2_bs{b}_wd{w}" for n in (1, 2) for b in (16, 32) for w in (0.5, 1)]
+def test_groups_share_the_architecture_the_vocabulary_and_the_optimizer_settings():
+    c = dataclasses.replace(config(*AXES_STUDY, "--weight_decay=0.5,1", "--train_fraction=0.4,0.6"), layers=(1, 2))
+    groups = groups_of(c)
+    # prime (the vocabulary), batch size and weight decay split groups; train_fraction does not
+    assert [g.name for g in groups] == [f"L{n}_D16_H2_p{p}_bs{b}_wd{w}" for n in (1, 2) for p in (7, 11)
+                                        for b in (16, 32) for w in (0.5, 1)]
     for g in groups:
-        assert len(g.members) == 2 * 2 * 2  # primes x tasks x seeds
-        assert len({(m.setting.batch_size, m.setting.weight_decay) for m in g.members}) == 1
-        assert {m.setting.prime for m in g.members} == {7, 11}
-    # every architecture sees every run: tasks x seeds x settings (2 primes x 2 batches x 2 decays)
-    for arch in c.architectures():
-        assert len({(m.task, m.seed, m.setting) for g in groups if g.arch == arch for m in g.members}) == 2 * 2 * 8
+        assert len(g.members) == 2 * 2 * 2  # train fractions x tasks x seeds
+        assert len({tuple(v for k, v in m.setting if k != "train_fraction") for m in g.members}) == 1
+        assert {dict(m.setting)["train_fraction"] for m in g.members} == {0.4, 0.6}
+    # every architecture sees every run: tasks x seeds x settings (2 x 2 x 2 x 2)
+    for arch in runner.architectures(c):
+        assert len({(m.task, m.seed, m.setting) for g in groups if g.arch == arch for m in g.members}) == 2 * 2 * 16
+    # tasks of two domains in one setting: the group names say which
+    both = config("--tasks=x_plus_y,permutation", "--layers=1", "--dims=16", "--heads=2", "--prime=7", "--perm_k=3")
+    assert [g.name for g in groups_of(both)] == ["L1_D16_H2_mod7", "L1_D16_H2_S3"]
 
 
 def test_axes_study_end_to_end(tmp_path):
@@ -56,7 +65,7 @@ def test_axes_study_end_to_end(tmp_path):
     result = run([f"--out_dir={out}", *AXES_STUDY])
     assert result.returncode == 0, result.stderr
     assert "study: 1 architecture x 2 prime x 2 batch_size x 2 tasks x 2 seeds = 16 runs" in result.stdout
-    assert "as 2 groups of 8 members" in result.stdout
+    assert "as 4 groups (80 batched steps)" in result.stdout
     info = json.loads((out / "final_info.json").read_text())
     assert sorted(info) == sorted(f"{t}/L1_D16_H2/p{p}/bs{b}" for t in ("x_plus_y", "x_div_y")
                                   for p in (7, 11) for b in (16, 32))
@@ -66,33 +75,35 @@ def test_axes_study_end_to_end(tmp_path):
         mine = [r for r in runs if r["task"] == task and r["setting"] == f"{prime}/{batch}"]
         assert len(mine) == 2 and {r["prime"] for r in mine} == {int(prime[1:])}
         assert entry["final_info_dict"]["step_val_acc_99"] == [r["step_val_acc_99"] for r in mine]
+        assert entry["final_info_dict"]["parameter_count"] == [r["parameter_count"] for r in mine]
         # the parameter count follows the prime's vocabulary
         assert len(set(entry["final_info_dict"]["parameter_count"])) == 1
     saved = json.loads((out / "config.json").read_text())
     assert saved["axes"] == {"prime": [7, 11], "batch_size": [16, 32]}
     assert saved["config"]["prime"] == [7, 11] and saved["config"]["lr"] == 0.001
-    assert sorted(os.listdir(out / ex.GROUPS_DIR)) == ["L1_D16_H2_bs16.npz", "L1_D16_H2_bs32.npz"]
+    assert sorted(os.listdir(out / runner.GROUPS_DIR)) == [f"L1_D16_H2_p{p}_bs{b}.npz" for p in (11, 7) for b in (16, 32)]
     # the same command again resumes every group
     again = run([f"--out_dir={out}", *AXES_STUDY])
-    assert again.returncode == 0 and "resuming: 2 of 2 groups" in again.stdout
+    assert again.returncode == 0 and "resuming: 4 of 4 groups" in again.stdout
 
 
 def test_presets_reproduce_the_common_studies():
     bs = config("--preset=batch_size")
     assert bs.batch_size == (64, 128, 256, 512) and bs.weight_decay == 1.0 and bs.tasks == ("x_div_y",)
-    assert bs.architectures() == [ex.Architecture(2, 128, 4)] and bs.seeds == 3
-    assert [g.name for g in ex.plan_groups(bs)] == [f"L2_D128_H4_bs{b}" for b in (64, 128, 256, 512)]
+    assert runner.architectures(bs) == [runner.Architecture(2, 128, 4)] and bs.seeds == 3
+    assert [g.name for g in groups_of(bs)] == [f"L2_D128_H4_bs{b}" for b in (64, 128, 256, 512)]
     primes = config("--preset=primes")
     assert primes.prime == (97, 113) and primes.tasks == ("x_plus_y", "x_minus_y")
     assert primes.layers == (1, 2)
-    assert [len(g.members) for g in ex.plan_groups(primes)] == [12, 12]  # one group per depth
+    assert [g.name for g in groups_of(primes)] == [f"L{n}_D128_H4_p{p}" for n in (1, 2) for p in (97, 113)]
+    assert all(len(g.members) == 6 for g in groups_of(primes))  # tasks x seeds
 
 
 # ----- data -----
 
 @pytest.mark.parametrize("task, size", [("x_plus_y", 12769), ("x_minus_y", 12769), ("x_div_y", 12656)])
 def test_prime_113_tables_are_complete_and_correct(task, size):
-    table = ex.build_table(task, 113, 5)
+    table = ex.build_table(task, ex.Config(prime=113))
     assert len(table.answers) == size == ex.task_size(task, 113, 5)
     a, b = table.tokens[:, 0].numpy() - 2, table.tokens[:, 2].numpy() - 2
     c = table.answers.numpy()
@@ -107,17 +118,18 @@ def test_prime_113_tables_are_complete_and_correct(task, size):
 
 def test_test_split_is_held_out_and_reported(tmp_path):
     n = 1000
-    train, val, test = ex.split_table(n, 0.5, ex.data_generator(0), test_fraction=0.2)
+    splits, _ = ex.run_data(n, ex.Config(test_fraction=0.2), 0)
+    train, val, test = splits["train"], splits["val"], splits["test"]
     assert (len(train), len(val), len(test)) == (500, 300, 200)
     assert torch.equal(torch.sort(torch.cat([train, val, test])).values, torch.arange(n))
     # the training split is the same with or without a test split
-    assert torch.equal(train, ex.split_table(n, 0.5, ex.data_generator(0))[0])
+    assert torch.equal(train, ex.run_data(n, ex.Config(), 0)[0]["train"])
     out = tmp_path / "run_t"
     result = run([f"--out_dir={out}", "--tasks=x_plus_y", "--layers=1", "--dims=16", "--heads=2",
                   "--seeds=2", "--num_steps=20", "--prime=11", "--test_fraction=0.2"])
     assert result.returncode == 0, result.stderr
-    info = json.loads((out / "final_info.json").read_text())["x_plus_y"]
-    assert {"step_test_acc_99_mean", "final_test_loss_mean", "final_test_acc_mean"} <= set(info["means"])
+    runs = json.loads((out / "runs.json").read_text())
+    assert all({"step_test_acc_99", "final_test_loss", "final_test_acc"} <= set(r) for r in runs)
     curves = np.load(out / "curves.npz")
     assert curves["test_acc"].shape == curves["val_acc"].shape and np.isfinite(curves["test_loss"]).all()
 
@@ -135,37 +147,39 @@ def test_log_schedule_steps():
     short = ex.evaluation_steps(dataclasses.replace(c, num_steps=300))
     assert short[-1] == 300 and max(short) == 300
     # metrics are first evaluated steps
-    curve = np.zeros((len(steps), len(ex.CURVE_NAMES)))
-    curve[steps.index(1259):, ex.CURVE_NAMES.index("val_acc")] = 1.0
-    assert ex.run_metrics(np.array(steps), curve, c.num_steps)["step_val_acc_99"] == 1259
+    curves = {name: np.zeros(len(steps)) for name in ("train_loss", "train_acc", "val_loss", "val_acc")}
+    curves["val_acc"][steps.index(1259):] = 1.0
+    assert ex.run_metrics(np.array(steps), curves, c.num_steps)["step_val_acc_99"] == 1259
 
 
 # ----- saved models and queries -----
 
-TINY = ex.Config(tasks=("x_div_y", "permutation"), layers=(1,), dims=(16,), heads=(2,), seeds=2,
-                 num_steps=30, eval_every=10, prime=11, perm_k=3, batch_size=32, save_models=1, device="cpu")
+TINY = ex.Config(tasks=("x_div_y", "x_plus_y"), layers=(1,), dims=(16,), heads=(2,), seeds=2, num_steps=30,
+                 eval_every=10, prime=11, batch_size=32)
 
 
-def test_saved_model_gives_exactly_the_logits_of_the_trained_one(tmp_path):
-    tables = ex.build_tables(TINY)
-    group, = ex.plan_groups(TINY)
-    _, models = ex.train_architecture(group, tables, TINY, torch.device("cpu"))
-    (members, trained), = models
+def test_saved_weights_are_exactly_the_trained_ones(tmp_path):
+    tables = runner.build_tables(SCIENCE, TINY)
+    group, = runner.plan_groups(TINY, tables)
+    choice = runner.ForwardChoice("fast", "test")
+    _, weights = runner.train_architecture(SCIENCE, group, tables, TINY, torch.device("cpu"), choice, save_models=True)
+    (members, trained), = weights
     assert members == group.members
-    ex.save_models(str(tmp_path), group, [(members, ex.weight_arrays(trained))], tables)
-    with np.load(tmp_path / ex.MODELS_DIR / "L1_D16_H2.npz", allow_pickle=False) as f:
+    runner.save_models(str(tmp_path), group, weights)
+    path = tmp_path / runner.MODELS_DIR / "L1_D16_H2.npz"
+    with np.load(path, allow_pickle=False) as f:
         assert all(f[k].dtype != object for k in f.files)
     for i, member in enumerate(group.members):
-        loaded, row = ex.load_member_model(str(tmp_path / ex.MODELS_DIR / "L1_D16_H2.npz"), member)
-        assert row == i
-        table = tables[member.table_key]
-        left, right = table.tokens[None, :, 0], table.tokens[None, :, 2]
-        with torch.no_grad():
-            expected = trained(left, right, slice(i, i + 1))
-            assert torch.equal(loaded(left, right, slice(row, row + 1)), expected)
-    assert not torch.equal(trained.tok_emb[0], ex.BatchedTransformer.from_references(
-        group.arch, [ex.reference_model(group.arch, tables[m.table_key], m.seed) for m in group.members],
-        [tables[m.table_key].num_classes for m in group.members]).tok_emb[0])  # it trained
+        loaded = runner.load_member_weights(str(path), member)
+        assert loaded.keys() == trained.keys()
+        assert all(np.array_equal(loaded[name].numpy(), trained[name][i]) for name in trained)
+        table = tables[member.task, member.setting]
+        model = ex.build_model(1, 16, 2, table, member.seed)
+        assert not torch.equal(model.head.weight, loaded["head.weight"])  # it trained
+        model.load_state_dict(loaded)
+        expected = torch.func.functional_call(model, {k: torch.from_numpy(v[i]) for k, v in trained.items()},
+                                              (table.tokens,))
+        assert torch.equal(model(table.tokens), expected)
 
 
 @pytest.fixture(scope="module")

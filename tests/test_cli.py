@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 
 import experiment as ex
+import runner
+from support import ROOT, clean_environment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCIENCE = ex.science()
 TINY = ["--tasks=x_plus_y,permutation", "--layers=1", "--dims=16", "--heads=2", "--seeds=2",
         "--num_steps=20", "--eval_every=10", "--prime=11", "--perm_k=3", "--batch_size=32"]
 
 
 def run(args, env=None, cwd=ROOT):
-    environ = {k: v for k, v in os.environ.items() if k != "GROKKING_PRESET"}
-    environ.update(env or {})
     return subprocess.run([sys.executable, os.path.join(ROOT, "experiment.py"), *args],
-                          capture_output=True, text=True, env=environ, cwd=cwd, timeout=600)
+                          capture_output=True, text=True, env=clean_environment(**(env or {})), cwd=cwd, timeout=600)
 
 
 BAD_INPUTS = [
@@ -52,6 +52,9 @@ BAD_INPUTS = [
     (["--eval_schedule=cubic"], "use linear or log"),
     (["--train_fraction=0.6", "--test_fraction=0.4"], "leave an empty split"),
     (["--save_models=2"], "expected 0 or 1"),
+    (["--dtype=float16"], "--dtype='float16': use float32 or float64"),
+    (["--max_members=-1"], "--max_members must be >= 0"),
+    (["--forward=fast"], "--forward='fast': choose one of auto, generic"),
     # execution backends
     (["--backend=spark"], "--backend='spark': choose one of local, ray"),
     (["--ray_address=auto"], "--ray_address needs --backend=ray"),
@@ -93,39 +96,45 @@ def test_unwritable_out_dir(tmp_path):
 
 
 def test_overrides_and_preset_resolution():
-    c, options = ex.resolve_config(["--out_dir=x", "--layers=1,2", "--dims=64", "--heads=4",
-                                    "--tasks=x_plus_y,permutation", "--seeds=2", "--num_steps=300"], environ={})
+    c, options = runner.resolve(SCIENCE, ["--out_dir=x", "--layers=1,2", "--dims=64", "--heads=4",
+                                          "--tasks=x_plus_y,permutation", "--seeds=2", "--num_steps=300"], environ={})
     assert (c.layers, c.dims, c.heads, c.tasks, c.seeds, c.num_steps) == (
         (1, 2), (64,), (4,), ("x_plus_y", "permutation"), 2, 300)
-    assert c.lr == 1e-3 and options["preset"] is None
-    default, _ = ex.resolve_config(["--out_dir=x"], environ={})
-    assert default == ex.Config() and len(default.architectures()) * len(default.tasks) * default.seeds == 540
-    base, options = ex.resolve_config(["--out_dir", "x"], environ={"GROKKING_PRESET": "baseline"})
-    assert options["preset"] == "baseline" and base.architectures() == [ex.Architecture(2, 128, 4)]
+    assert c.lr == 1e-3 and options.preset is None and options.forward == "auto" and not options.save_models
+    default, _ = runner.resolve(SCIENCE, ["--out_dir=x"], environ={})
+    assert default == ex.Config() and len(runner.architectures(default)) * len(default.tasks) * default.seeds == 540
+    base, options = runner.resolve(SCIENCE, ["--out_dir", "x"], environ={"GROKKING_PRESET": "baseline"})
+    assert options.preset == "baseline" and runner.architectures(base) == [runner.Architecture(2, 128, 4)]
     assert base.seeds == 3 and base.tasks == ex.TASKS
-    override, _ = ex.resolve_config(["--out_dir=x", "--preset=baseline", "--seeds=1"],
-                                    environ={"GROKKING_PRESET": "smoke"})
+    override, _ = runner.resolve(SCIENCE, ["--out_dir=x", "--preset=baseline", "--seeds=1"],
+                                 environ={"GROKKING_PRESET": "smoke"})
     assert override.seeds == 1 and override.dims == (128,)  # --preset beats the variable
 
 
-def test_help_lists_every_field():
+def test_help_lists_every_field_with_its_comment_and_every_option():
     result = run(["--help"])
     assert result.returncode == 0
     for field in ex.Config.__dataclass_fields__:
         assert f"--{field}" in result.stdout
+    for option in runner.RUN_OPTIONS:
+        assert f"--{option}" in result.stdout
+    assert "AdamW peak learning rate (a list: an axis of the grid) [default: 0.001]" in result.stdout
 
 
 def check_final_info(info, runs, keys):
     assert sorted(info) == sorted(keys)
     for key, entry in info.items():
         assert set(entry) == {"means", "stderrs", "final_info_dict"}
+        assert list(entry["final_info_dict"]) == list(ex.HEADLINE_METRICS)
         for metric, values in entry["final_info_dict"].items():
+            decimals = ex.HEADLINE_METRICS[metric]
             defined = [v for v in values if v is not None]
             mean = entry["means"][f"{metric}_mean"]
-            assert mean == pytest.approx(np.mean(defined)) if defined else mean is None
+            assert mean == pytest.approx(np.mean(defined), abs=0.5 * 10 ** -decimals) if defined else mean is None
             stderr = entry["stderrs"][f"{metric}_stderr"]
             if len(defined) > 1:
-                assert stderr == pytest.approx(np.std(defined, ddof=1) / math.sqrt(len(defined)))
+                expected = np.std(defined, ddof=1) / math.sqrt(len(defined))
+                assert stderr == pytest.approx(expected, abs=0.5 * 10 ** -decimals)
         task = key.split("/")[0]
         seeds = [r for r in runs if r["task"] == task and (("/" not in key) or r["architecture"] == key.split("/")[1])]
         assert entry["final_info_dict"]["step_val_acc_99"] == [r["step_val_acc_99"] for r in seeds]
@@ -147,7 +156,7 @@ def test_smoke_preset_end_to_end(tmp_path):
     out = tmp_path / "run_1"
     result = run([f"--out_dir={out}"], env={"GROKKING_PRESET": "smoke"})
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(out)) == sorted(ex.OUTPUT_FILES + (ex.STUDY_FILE, ex.GROUPS_DIR))
+    assert sorted(os.listdir(out)) == sorted(runner.OUTPUT_FILES + (runner.STUDY_FILE, runner.GROUPS_DIR))
     config = json.loads((out / "config.json").read_text())
     assert config["preset"] == "smoke" and config["config"]["dims"] == [32]
     assert config["config"]["prime"] == 23 and config["config"]["num_steps"] == 300
@@ -161,13 +170,22 @@ def test_smoke_preset_end_to_end(tmp_path):
     check_final_info(info, runs, [f"{t}/{a}" for t in ex.TASKS for a in ("L1_D32_H4", "L2_D32_H4")])
     curves = np.load(out / "curves.npz")
     assert list(curves["step"]) == list(range(10, 301, 10))
-    for name in ex.CURVE_NAMES:
+    assert curves.files == ["step", "train_loss", "train_acc", "val_loss", "val_acc", "weight_norm"]
+    for name in curves.files[1:]:
         assert curves[name].shape == (len(runs), 30) and np.isfinite(curves[name]).all()
     assert (curves["train_loss"][:, -1] < curves["train_loss"][:, 0]).all()  # it learned something
     for r, loss in zip(runs, curves["val_loss"][:, -1]):
         assert r["final_val_loss"] == pytest.approx(loss)
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["torch"] == ex.torch.__version__ and len(provenance["source_sha256"]) == 64
-    assert [g["group"] for g in provenance["groups"]] == ["L1_D32_H4", "L2_D32_H4"]
-    # one summary line per finished group
-    assert sum(line.startswith("L") and "grok" in line for line in result.stdout.splitlines()) == 2
+    assert len(provenance["runner_sha256"]) == 64
+    groups = ["L1_D32_H4_mod23", "L1_D32_H4_S4", "L2_D32_H4_mod23", "L2_D32_H4_S4"]
+    assert [g["group"] for g in provenance["groups"]] == groups
+    assert {g["forward"] for g in provenance["groups"]} == {"fast"}
+    # the forward's check, one summary line per finished group, and (stderr not a terminal) one
+    # progress line per group instead of a bar
+    assert "forward of all 4 groups: fast (equal to the plain model in float64" in result.stdout
+    assert sum(line.startswith("L") and "grok" in line for line in result.stdout.splitlines()) == 4
+    progress = result.stderr.strip().splitlines()
+    assert len(progress) == 4 and all(line.startswith("progress: ") for line in progress)
+    assert progress[-1].startswith("progress: 4/4 groups (100%)")

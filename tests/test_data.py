@@ -7,6 +7,13 @@ import pytest
 import torch
 
 import experiment as ex
+import runner
+
+SCIENCE = ex.science()
+
+
+def table_of(task, prime=97, perm_k=5):
+    return ex.build_table(task, ex.Config(prime=prime, perm_k=perm_k))
 
 
 def decode(table, row):
@@ -24,7 +31,7 @@ def test_arithmetic_tables_hold_every_equation_once(p):
         "x_div_y": {(a, b): next(c for c in range(p) if (c * b) % p == a) for a in range(p) for b in range(1, p)},
     }
     for task, equations in expected.items():
-        table = ex.build_table(task, p, 5)
+        table = table_of(task, p)
         assert len(table.answers) == len(equations) == ex.task_size(task, p, 5)
         seen = {}
         for row in range(len(table.answers)):
@@ -36,7 +43,7 @@ def test_arithmetic_tables_hold_every_equation_once(p):
 
 @pytest.mark.parametrize("k", [5, 3])
 def test_permutation_table_composes(k):
-    table = ex.build_table("permutation", 97, k)
+    table = table_of("permutation", perm_k=k)
     n = math.factorial(k)
     assert len(table.answers) == n * n and table.num_classes == n and table.vocab_size == n + 2
     assert sorted(table.elements) == sorted(itertools.permutations(range(k)))
@@ -49,57 +56,62 @@ def test_permutation_table_composes(k):
 
 
 def test_split_is_disjoint_complete_and_seeded():
-    n = 9409
-    train, val, test = ex.split_table(n, 0.5, ex.data_generator(0))
-    assert len(train) == int(n * 0.5) and len(train) + len(val) == n and len(test) == 0
+    n, c = 9409, ex.Config()
+    splits, _ = ex.run_data(n, c, 0)
+    train, val = splits["train"], splits["val"]
+    assert list(splits) == ["train", "val"] and len(train) == int(n * 0.5) and len(train) + len(val) == n
     assert torch.equal(torch.sort(torch.cat([train, val])).values, torch.arange(n))
-    again = ex.split_table(n, 0.5, ex.data_generator(0))[0]
-    other = ex.split_table(n, 0.5, ex.data_generator(1))[0]
+    again = ex.run_data(n, c, 0)[0]["train"]
+    other = ex.run_data(n, c, 1)[0]["train"]
     assert torch.equal(train, again)
     assert not torch.equal(torch.sort(train).values, torch.sort(other).values)
 
 
 def test_batches_come_from_the_training_split_with_replacement():
-    c = ex.Config(tasks=("x_plus_y", "permutation"), prime=11, perm_k=3, batch_size=256, seeds=2)
-    tables = ex.build_tables(c)
-    members = ex.plan_groups(c)[0].members
-    data = ex.GroupData(members, tables, c, "cpu")
+    c = ex.Config(tasks=("x_plus_y", "x_div_y"), prime=11, batch_size=256, seeds=2)
+    tables = runner.build_tables(SCIENCE, c)
+    members = runner.plan_groups(c, tables)[0].members
+    data = runner.GroupData(members, tables, c, SCIENCE, "cpu")
     for i, mb in enumerate(members):
-        table = tables[mb.table_key]
-        train = ex.split_table(len(table.answers), c.train_fraction, ex.data_generator(mb.seed))[0]
-        train_rows = {tuple(table.tokens[r, [0, 2]].tolist()) for r in train.tolist()}
+        table = tables[mb.task, mb.setting]
+        train = ex.run_data(len(table.answers), c, mb.seed)[0]["train"]
+        train_rows = {tuple(table.tokens[r].tolist()) + (int(table.answers[r]),) for r in train.tolist()}
         for step in range(3):
-            left, right, answers = data.batch(step)
-            pairs = list(zip(left[i].tolist(), right[i].tolist()))
-            assert set(pairs) <= train_rows
-            assert len(set(pairs)) < len(pairs)  # 256 draws from 18 or 60 rows repeat
+            tokens, answers = data.batch(step)
+            drawn = [tuple(t) + (a,) for t, a in zip(tokens[i].tolist(), answers[i].tolist())]
+            assert set(drawn) <= train_rows
+            assert len(set(drawn)) < len(drawn)  # 256 draws from 55 or 60 equations repeat
     # the same seed gives the same batches on a fresh object
-    again = ex.GroupData(members, tables, c, "cpu")
-    assert all(torch.equal(x, y) for x, y in zip(again.batch(0), ex.GroupData(members, tables, c, "cpu").batch(0)))
+    again = runner.GroupData(members, tables, c, SCIENCE, "cpu")
+    assert all(torch.equal(x, y) for x, y in zip(again.batch(0), runner.GroupData(members, tables, c, SCIENCE, "cpu").batch(0)))
 
 
 def test_parameter_count_of_the_templates_baseline():
-    table = ex.build_table("x_div_y", 97, 5)
-    arch = ex.Architecture(2, 128, 4)
-    assert ex.parameter_count(arch, table.vocab_size, table.num_classes) == 422_625
-    model = ex.reference_model(arch, table, 0)
-    assert sum(p.numel() for p in model.parameters()) == 422_625
+    table = table_of("x_div_y")
+    assert runner.parameter_count(SCIENCE, runner.Architecture(2, 128, 4), table) == 422_625
+    assert sum(p.numel() for p in ex.build_model(2, 128, 4, table, 0).parameters()) == 422_625
 
 
-@pytest.mark.parametrize("arch", [ex.Architecture(1, 64, 2), ex.Architecture(4, 256, 8)])
+@pytest.mark.parametrize("arch", [runner.Architecture(1, 64, 2), runner.Architecture(4, 256, 8)])
 @pytest.mark.parametrize("task", ["x_plus_y", "permutation"])
-def test_parameter_count_formula_matches_the_module(arch, task):
-    table = ex.build_table(task, 97, 5)
-    model = ex.ReferenceTransformer(arch, table.vocab_size, table.num_classes)
-    assert ex.parameter_count(arch, table.vocab_size, table.num_classes) == sum(p.numel() for p in model.parameters())
+def test_parameter_count_is_the_models(arch, task):
+    table = table_of(task)
+    model = ex.build_model(arch.layers, arch.d_model, arch.heads, table, 0)
+    assert runner.parameter_count(SCIENCE, arch, table) == sum(p.numel() for p in model.parameters())
+
+
+def default_buckets() -> dict:
+    table = table_of("x_div_y")
+    return runner.capacity_buckets({a.name: runner.parameter_count(SCIENCE, a, table)
+                                    for a in runner.architectures(ex.Config())})
 
 
 def test_capacity_buckets_of_the_default_study():
-    buckets = ex.capacity_buckets(ex.Config().architectures(), 97)
+    buckets = default_buckets()
     by_shape = {}
     for name, bucket in buckets.items():
         layers, d, _ = name.split("_")
         by_shape.setdefault(bucket, set()).add(f"{layers[1:]}x{d[1:]}")
     assert by_shape == {"small": {"1x64", "2x64", "4x64", "1x128"}, "medium": {"2x128", "4x128", "1x256"},
                         "large": {"2x256", "4x256"}}
-    assert set(ex.capacity_buckets([ex.Architecture(2, 128, 4)], 97).values()) == {"all"}
+    assert set(runner.capacity_buckets({"L2_D128_H4": 422_625}).values()) == {"all"}

@@ -6,18 +6,15 @@ import numpy as np
 import pytest
 
 import experiment as ex
+import runner
 
 STEPS = np.array([10, 20, 30, 40, 50])
 
 
 def curve(train_acc, val_acc):
-    c = np.zeros((len(STEPS), len(ex.CURVE_NAMES)))
-    c[:, ex.CURVE_NAMES.index("train_acc")] = train_acc
-    c[:, ex.CURVE_NAMES.index("val_acc")] = val_acc
-    c[:, ex.CURVE_NAMES.index("train_loss")] = [5, 4, 3, 2, 1]
-    c[:, ex.CURVE_NAMES.index("val_loss")] = [6, 5, 4, 3, 2]
-    c[:, ex.CURVE_NAMES.index("weight_norm")] = [9, 8, 7, 6, 5]
-    return c
+    return {"train_loss": np.array([5., 4, 3, 2, 1]), "train_acc": np.array(train_acc, dtype=float),
+            "val_loss": np.array([6., 5, 4, 3, 2]), "val_acc": np.array(val_acc, dtype=float),
+            "weight_norm": np.array([9., 8, 7, 6, 5])}
 
 
 def test_never_reached():
@@ -59,17 +56,28 @@ def test_lost_at_the_end_is_not_sustained():
 
 
 def test_stderr_is_sample_std_over_sqrt_n():
-    mean, stderr = ex.mean_and_stderr([3910, 4220, 4470])
+    mean, stderr = runner.mean_stderr([3910, 4220, 4470])
     assert mean == pytest.approx(4200)
     assert stderr == pytest.approx(np.std([3910, 4220, 4470], ddof=1) / math.sqrt(3))
-    assert ex.mean_and_stderr([None, 2.0, 4.0]) == (3.0, pytest.approx(1.0))
-    assert ex.mean_and_stderr([5.0]) == (5.0, None)
-    assert ex.mean_and_stderr([None, None]) == (None, None)
+    assert tuple(map(float, runner.mean_stderr([None, 2.0, 4.0]))) == (3.0, pytest.approx(1.0))
+    mean, stderr = runner.mean_stderr([5.0])  # one value: no standard error
+    assert mean == 5.0 and np.isnan(stderr)
+    assert all(np.isnan(v) for v in runner.mean_stderr([None, None]))  # no value: no mean
+    # along an axis, as plot.py averages curves over seeds: a diverged (NaN) run is left out
+    mean, stderr = runner.mean_stderr([[1.0, 2.0], [3.0, 4.0], [float("nan"), 6.0]])
+    assert list(mean) == [2.0, 4.0]
+    assert stderr[0] == pytest.approx(np.std([1, 3], ddof=1) / np.sqrt(2))
+    assert stderr[1] == pytest.approx(np.std([2, 4, 6], ddof=1) / np.sqrt(3))
 
 
-def test_aggregate_has_the_ai_scientist_shape():
-    runs = [{"step_val_acc_99": 100, "grokked": 1}, {"step_val_acc_99": 300, "grokked": 0}]
-    entry = ex.aggregate(runs, ["step_val_acc_99", "grokked"])
-    assert entry["means"] == {"step_val_acc_99_mean": 200.0, "grokked_mean": 0.5}
-    assert entry["stderrs"]["step_val_acc_99_stderr"] == pytest.approx(100.0)
-    assert entry["final_info_dict"] == {"step_val_acc_99": [100, 300], "grokked": [1, 0]}
+def test_final_info_has_the_ai_scientist_shape_with_rounded_headline_metrics():
+    runs = [{"task": "x_div_y", "step_val_acc_99": 4940, "grokked": 1, "final_val_acc": 0.99123456, "other": 1},
+            {"task": "x_div_y", "step_val_acc_99": 4691, "grokked": 0, "final_val_acc": None, "other": 2}]
+    info = runner.final_info(runs, {"step_val_acc_99": 0, "grokked": 3, "final_val_acc": 4}, plain=True)
+    assert list(info) == ["x_div_y"]
+    assert info["x_div_y"]["means"] == {"step_val_acc_99_mean": 4816, "grokked_mean": 0.5, "final_val_acc_mean": 0.9912}
+    assert info["x_div_y"]["stderrs"] == {"step_val_acc_99_stderr": 124, "grokked_stderr": 0.5,
+                                          "final_val_acc_stderr": None}
+    assert info["x_div_y"]["final_info_dict"] == {"step_val_acc_99": [4940, 4691], "grokked": [1, 0],
+                                                  "final_val_acc": [0.99123456, None]}
+    assert isinstance(info["x_div_y"]["means"]["step_val_acc_99_mean"], int)

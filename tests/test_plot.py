@@ -107,13 +107,8 @@ def test_bootstrap_and_matching():
     assert pairs == [("L4_D64_H4", "L1_D128_H4"), ("L4_D128_H4", "L1_D256_H4")]
 
 
-def test_mean_and_stderr_skip_diverged_runs():
+def test_figures_and_outputs_share_one_mean_and_standard_error():
     sys.path.insert(0, ROOT)
     import plot
-    curves = [[1.0, 2.0], [3.0, 4.0], [float("nan"), 6.0]]
-    mean, stderr = plot.mean_stderr(curves)
-    assert list(mean) == [2.0, 4.0]
-    assert stderr[0] == pytest.approx(np.std([1, 3], ddof=1) / np.sqrt(2))
-    assert stderr[1] == pytest.approx(np.std([2, 4, 6], ddof=1) / np.sqrt(3))
-    mean, stderr = plot.mean_stderr([4.0])
-    assert mean == 4.0 and stderr == 0.0
+    import runner
+    assert plot.mean_stderr is runner.mean_stderr  # tested in test_metrics.py

@@ -12,18 +12,19 @@ import numpy as np
 import pytest
 
 import experiment as ex
+import runner
+from support import ROOT, clean_environment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCIENCE = ex.science()
 # Two groups (one per depth) that each train for a few seconds on one thread.
-STUDY = ["--tasks=x_plus_y,permutation", "--layers=1,2", "--dims=16", "--heads=2", "--seeds=2",
+STUDY = ["--tasks=x_plus_y,x_minus_y", "--layers=1,2", "--dims=16", "--heads=2", "--seeds=2",
          "--num_steps=300", "--prime=11", "--perm_k=3", "--batch_size=64", "--device=cpu"]
 
 
 def start(out, *extra):
     """experiment.py on one thread per process (Ray gives each one-CPU task one thread), so that
     the local and the Ray backend compute bit for bit the same."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("GROKKING_")}
-    environ["OMP_NUM_THREADS"] = "1"
+    environ = clean_environment(OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "experiment.py"), f"--out_dir={out}", *STUDY, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ, cwd=ROOT)
 
@@ -67,8 +68,9 @@ def test_ray_backend_gives_the_local_results(tmp_path, local):
     assert "on Ray (a local instance" in stdout
     assert_same(results(out), local)
     provenance = json.loads((out / "provenance.json").read_text())
-    assert provenance["backend"] == "ray" and all("host" in g for g in provenance["groups"])
-    assert sorted(os.listdir(out / ex.GROUPS_DIR)) == ["L1_D16_H2.npz", "L2_D16_H2.npz"]
+    assert provenance["options"]["backend"] == "ray" and all("host" in g for g in provenance["groups"])
+    assert sorted(os.listdir(out / runner.GROUPS_DIR)) == ["L1_D16_H2.npz", "L2_D16_H2.npz"]
+    assert all(g["forward"] == "fast" for g in provenance["groups"])
 
 
 def running_tasks() -> list[int]:
@@ -104,24 +106,24 @@ def test_a_killed_worker_costs_only_a_retry(tmp_path, local):
 
 
 def test_backend_ray_without_ray_is_a_usage_error(tmp_path, monkeypatch, capsys):
-    real = ex.importlib.util.find_spec
-    monkeypatch.setattr(ex.importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    real = runner.importlib.util.find_spec
+    monkeypatch.setattr(runner.importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     out = tmp_path / "run"
-    assert ex.main([f"--out_dir={out}", "--backend=ray"]) == 2
+    assert runner.main(SCIENCE, [f"--out_dir={out}", "--backend=ray"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install -r requirements-ray.txt" in err[0]
     assert not out.exists()
 
 
 def test_bad_backend_from_the_environment():
-    with pytest.raises(ex.UsageError, match="--backend='dask': choose one of local, ray"):
-        ex.resolve_config(["--out_dir=x"], environ={"GROKKING_BACKEND": "dask"})
+    with pytest.raises(runner.UsageError, match="--backend='dask': choose one of local, ray"):
+        runner.resolve(SCIENCE, ["--out_dir=x"], environ={"GROKKING_BACKEND": "dask"})
 
 
 def test_backend_from_the_environment():
     pytest.importorskip("ray")
-    _, options = ex.resolve_config(["--out_dir=x"], environ={"GROKKING_BACKEND": "ray",
-                                                             "GROKKING_RAY_ADDRESS": "10.0.0.1:6379"})
-    assert options["backend"] == "ray" and options["ray_address"] == "10.0.0.1:6379"
-    _, options = ex.resolve_config(["--out_dir=x"], environ={"GROKKING_RAY_ADDRESS": "auto"})
-    assert options["backend"] == "local" and options["ray_address"] is None
+    _, options = runner.resolve(SCIENCE, ["--out_dir=x"], environ={"GROKKING_BACKEND": "ray",
+                                                                   "GROKKING_RAY_ADDRESS": "10.0.0.1:6379"})
+    assert options.backend == "ray" and options.ray_address == "10.0.0.1:6379"
+    _, options = runner.resolve(SCIENCE, ["--out_dir=x"], environ={"GROKKING_RAY_ADDRESS": "auto"})
+    assert options.backend == "local" and options.ray_address is None

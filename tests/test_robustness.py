@@ -1,5 +1,6 @@
 """Faults a long study meets: kill -9, Ctrl-C, SIGTERM, NaN, out-of-memory, damaged files."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -12,10 +13,12 @@ import pytest
 import torch
 
 import experiment as ex
+import runner
+from support import ROOT, clean_environment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCIENCE = ex.science()
 # Three groups of a few seconds each: the first is saved well before the last ends.
-STUDY = ["--tasks=x_plus_y,permutation", "--layers=1,2,3", "--dims=16", "--heads=2", "--seeds=2",
+STUDY = ["--tasks=x_plus_y,x_minus_y", "--layers=1,2,3", "--dims=16", "--heads=2", "--seeds=2",
          "--num_steps=150", "--eval_every=10", "--prime=23", "--perm_k=3", "--batch_size=64"]
 
 
@@ -30,8 +33,7 @@ def command(out_dir, *extra):
 
 
 def run(out_dir, *extra):
-    env = {k: v for k, v in os.environ.items() if k != "GROKKING_PRESET"}
-    return subprocess.run(command(out_dir, *extra), capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(command(out_dir, *extra), capture_output=True, text=True, timeout=600, env=clean_environment())
 
 
 def metrics(out_dir):
@@ -47,9 +49,9 @@ def metrics(out_dir):
 
 def interrupt_after_first_group(out_dir, signum):
     """Start the study, deliver `signum` as soon as the first group file exists."""
-    env = {k: v for k, v in os.environ.items() if k != "GROKKING_PRESET"}
-    process = subprocess.Popen(command(out_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    groups = os.path.join(out_dir, ex.GROUPS_DIR)
+    process = subprocess.Popen(command(out_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=clean_environment())
+    groups = os.path.join(out_dir, runner.GROUPS_DIR)
     deadline = time.time() + 300
     while not (os.path.isdir(groups) and any(f.endswith(".npz") for f in os.listdir(groups))):
         assert process.poll() is None and time.time() < deadline, "the study ended before its first group"
@@ -79,12 +81,12 @@ def test_interrupted_study_resumes_to_the_same_results(uninterrupted, tmp_path, 
     returncode, _, stderr = interrupt_after_first_group(out, signum)
     assert returncode == code, stderr
     assert not os.path.exists(out / "final_info.json")
-    saved = sorted(os.listdir(out / ex.GROUPS_DIR))
+    saved = sorted(os.listdir(out / runner.GROUPS_DIR))
     assert "L1_D16_H2.npz" in saved and "L3_D16_H2.npz" not in saved
     for name in saved:  # every group file on disk is whole
         if name.endswith(".npz"):
-            with np.load(out / ex.GROUPS_DIR / name) as f:
-                assert f["curves"].shape[0] == 4
+            with np.load(out / runner.GROUPS_DIR / name) as f:
+                assert f["curve.train_loss"].shape[0] == 4
     if signum != signal.SIGKILL:
         assert "resume with:" in stderr and f"--out_dir={out}" in stderr
         assert "Traceback" not in stderr
@@ -92,7 +94,7 @@ def test_interrupted_study_resumes_to_the_same_results(uninterrupted, tmp_path, 
     assert result.returncode == 0, result.stderr
     assert "resuming: 1 of 3 groups" in result.stdout or "resuming: 2 of 3 groups" in result.stdout
     assert metrics(out) == metrics(uninterrupted)
-    assert not [n for n in os.listdir(out) + os.listdir(out / ex.GROUPS_DIR) if n.endswith(".tmp")]
+    assert not [n for n in os.listdir(out) + os.listdir(out / runner.GROUPS_DIR) if n.endswith(".tmp")]
 
 
 def test_another_config_is_refused_and_overwrite_replaces(uninterrupted, tmp_path):
@@ -115,7 +117,7 @@ def test_another_config_is_refused_and_overwrite_replaces(uninterrupted, tmp_pat
 def test_damaged_group_file_is_trained_again(uninterrupted, tmp_path):
     out = tmp_path / "run"
     assert run(out).returncode == 0
-    (out / ex.GROUPS_DIR / "L2_D16_H2.npz").write_bytes(b"PK\x03\x04 damaged")
+    (out / runner.GROUPS_DIR / "L2_D16_H2.npz").write_bytes(b"PK\x03\x04 damaged")
     (out / "final_info.json").unlink()
     result = run(out)
     assert result.returncode == 0, result.stderr
@@ -126,76 +128,80 @@ def test_damaged_group_file_is_trained_again(uninterrupted, tmp_path):
 
 
 # In-process: faults inside one group.
-CONFIG = ex.Config(tasks=("x_plus_y", "permutation"), layers=(2,), dims=(16,), heads=(2,), seeds=3,
-                   num_steps=40, eval_every=10, batch_size=64, prime=23, perm_k=3, device="cpu")
-GROUP, = ex.plan_groups(CONFIG)
-ARCH, MEMBERS = GROUP.arch, GROUP.members
+CONFIG = ex.Config(tasks=("x_plus_y", "x_minus_y"), layers=(2,), dims=(16,), heads=(2,), seeds=3, num_steps=40,
+                   eval_every=10, batch_size=64, prime=23)
+CPU, FAST = torch.device("cpu"), runner.ForwardChoice("fast", "test")
 
 
 @pytest.fixture(scope="module")
 def tables():
-    return ex.build_tables(CONFIG)
+    return runner.build_tables(SCIENCE, CONFIG)
 
 
 @pytest.fixture(scope="module")
-def clean(tables):
-    return ex.train_architecture(GROUP, tables, CONFIG, torch.device("cpu"))[0]
+def group(tables):
+    group, = runner.plan_groups(CONFIG, tables)
+    return group
 
 
-def test_a_nan_member_diverges_alone(tables, clean, monkeypatch):
-    original = ex.reference_model
+@pytest.fixture(scope="module")
+def clean(tables, group):
+    return runner.train_architecture(SCIENCE, group, tables, CONFIG, CPU, FAST)[0]
 
-    def poisoned(arch, table, seed):
-        model = original(arch, table, seed)
-        if table.task == "permutation" and seed == 1:
+
+def test_a_nan_member_diverges_alone(tables, group, clean):
+    def poisoned(layers, d_model, heads, table, seed):
+        model = ex.build_model(layers, d_model, heads, table, seed)
+        if table.task == "x_minus_y" and seed == 1:
             with torch.no_grad():
-                model.model[0].ffn[0].weight[0, 0] = float("nan")
+                model.blocks[0].ffn[0].weight[0, 0] = float("nan")
         return model
 
-    monkeypatch.setattr(ex, "reference_model", poisoned)
-    result = ex.train_architecture(GROUP, tables, CONFIG, torch.device("cpu"))[0]
-    bad = MEMBERS.index(ex.Member("permutation", 1, CONFIG.settings()[0]))
-    for i in range(len(MEMBERS)):
-        m = ex.run_metrics(result.steps, result.curves[i], CONFIG.num_steps)
+    science = dataclasses.replace(SCIENCE, build_model=poisoned)
+    result = runner.train_architecture(science, group, tables, CONFIG, CPU, FAST)[0]
+    bad = [(m.task, m.seed) for m in group.members].index(("x_minus_y", 1))
+    for i in range(len(group.members)):
+        m = ex.run_metrics(result.steps, {k: v[i] for k, v in result.curves.items()}, CONFIG.num_steps)
         if i == bad:
             assert m["diverged"] == 1 and m["final_train_loss"] is None and m["grokked"] == 0
         else:
             assert m["diverged"] == 0
-            np.testing.assert_array_equal(result.curves[i], clean.curves[i])  # untouched, bitwise
-    records = ex.study_records([result], tables, CONFIG, {ARCH.name: "all"})
-    info = ex.final_info(records, plain=True)
-    assert info["permutation"]["final_info_dict"]["diverged"] == [0, 1, 0]
-    assert info["permutation"]["means"]["final_train_loss_mean"] is not None  # over the 2 finite seeds
-    assert "1 run DIVERGED" in ex.group_summary(result, CONFIG)
+            for name, values in result.curves.items():  # untouched, bitwise
+                np.testing.assert_array_equal(values[i], clean.curves[name][i])
+    records = runner.study_records(SCIENCE, [result], tables, CONFIG, {group.arch.name: "all"})
+    assert [r["diverged"] for r in records if r["task"] == "x_minus_y"] == [0, 1, 0]
+    assert [r["final_val_loss"] is None for r in records if r["task"] == "x_minus_y"] == [False, True, False]
+    info = runner.final_info(records, ex.HEADLINE_METRICS, plain=True)
+    assert info["x_minus_y"]["final_info_dict"]["grokked"] == [0, 0, 0]
+    assert "1 run DIVERGED" in runner.group_summary(SCIENCE, result, CONFIG)
 
 
-def test_chunked_group_gives_the_same_results(tables, clean):
-    import dataclasses
-    chunked = ex.train_architecture(GROUP, tables, dataclasses.replace(CONFIG, max_members=4),
-                                    torch.device("cpu"))[0]
-    np.testing.assert_allclose(chunked.curves, clean.curves, rtol=0, atol=1e-6)
+def test_chunked_group_gives_the_same_results(tables, group, clean):
+    chunked = runner.train_architecture(SCIENCE, group, tables, CONFIG, CPU, FAST, max_members=4)[0]
+    for name, values in clean.curves.items():
+        np.testing.assert_allclose(chunked.curves[name], values, rtol=0, atol=1e-6)
 
 
-def test_out_of_memory_splits_the_group(tables, clean, monkeypatch, capsys):
-    original = ex.train_group
-    sizes = []
+def test_out_of_memory_splits_the_group(tables, group, clean, monkeypatch, capsys):
+    original, sizes = runner.train_group, []
 
-    def small_memory(group, *args, **kwargs):
-        sizes.append(len(group.members))
-        if len(group.members) > 2:
+    def small_memory(science, part, *args, **kwargs):
+        sizes.append(len(part.members))
+        if len(part.members) > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return original(group, *args, **kwargs)
+        return original(science, part, *args, **kwargs)
 
-    monkeypatch.setattr(ex, "train_group", small_memory)
-    result = ex.train_architecture(GROUP, tables, CONFIG, torch.device("cpu"))[0]
+    monkeypatch.setattr(runner, "train_group", small_memory)
+    result = runner.train_architecture(SCIENCE, group, tables, CONFIG, CPU, FAST)[0]
     assert sizes == [6, 3, 2, 2, 2]
     warnings = capsys.readouterr().err.strip().splitlines()
     assert len(warnings) == 1 and "does not fit in memory" in warnings[0]
-    np.testing.assert_allclose(result.curves, clean.curves, rtol=0, atol=1e-6)
+    for name, values in clean.curves.items():
+        np.testing.assert_allclose(result.curves[name], values, rtol=0, atol=1e-6)
 
 
 def test_full_disk_is_one_line_and_keeps_finished_groups(tmp_path, monkeypatch, capsys):
-    original, calls = ex.save_group, []
+    original, calls = runner.save_group, []
 
     def disk_fills_up(out_dir, result, study_hash):
         calls.append(result.arch.name)
@@ -203,12 +209,12 @@ def test_full_disk_is_one_line_and_keeps_finished_groups(tmp_path, monkeypatch, 
             raise OSError(28, "No space left on device")
         original(out_dir, result, study_hash)
 
-    monkeypatch.setattr(ex, "save_group", disk_fills_up)
+    monkeypatch.setattr(runner, "save_group", disk_fills_up)
     monkeypatch.delenv("GROKKING_PRESET", raising=False)
     out = tmp_path / "run"
-    code = ex.main([f"--out_dir={out}", *study_args("--num_steps=20")])
+    code = runner.main(SCIENCE, [f"--out_dir={out}", *study_args("--num_steps=20")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err[-1].startswith(f"error: cannot write to {out}: No space left on device; finished groups are kept")
     assert "resume with: python" in err[-1]
-    assert os.listdir(out / ex.GROUPS_DIR) == ["L1_D16_H2.npz"]
+    assert os.listdir(out / runner.GROUPS_DIR) == ["L1_D16_H2.npz"]

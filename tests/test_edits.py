@@ -1,0 +1,123 @@
+"""A change a researcher makes to experiment.py is the change that trains. Each test copies the
+project, edits experiment.py by a text substitution, runs it as a user does and checks what ran:
+results that differ from the unedited run and equal each run trained alone with the edited code."""
+
+import json
+
+import numpy as np
+import pytest
+
+import runner
+from support import copy_project, edit, load_experiment, outputs, run_script, train_alone
+
+# The smoke preset, short and in float64: exact comparisons in seconds.
+SHORT = ["--preset=smoke", "--num_steps=30", "--dtype=float64"]
+
+
+@pytest.fixture(scope="module")
+def unedited(tmp_path_factory):
+    folder = copy_project(tmp_path_factory.mktemp("unedited"))
+    result = run_script(["--out_dir=run", *SHORT], cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert "forward of all 4 groups: fast (equal to the plain model in float64" in result.stdout
+    return outputs(f"{folder}/run")
+
+
+def run_edited(tmp_path, name: str, *substitutions, args=SHORT):
+    folder = copy_project(tmp_path / name)
+    for old, new in substitutions:
+        edit(folder, old, new)
+    result = run_script(["--out_dir=run", *args], cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder, result
+
+
+def assert_each_run_trained_alone(folder, module_name: str, after_backward=None) -> None:
+    """Every run's curves equal the plain training loop of the edited code for that run alone."""
+    ex = load_experiment(folder, module_name)
+    runs, curves = outputs(f"{folder}/run")
+    with open(f"{folder}/run/config.json") as f:
+        c = runner.config_from_json(ex.science(), json.load(f)["config"])
+    for i, r in enumerate(runs):
+        alone, _ = train_alone(ex, c, r["layers"], r["d_model"], r["heads"], r["task"], r["seed"], after_backward)
+        for name, values in alone.items():
+            np.testing.assert_allclose(curves[name][i], values, rtol=0, atol=1e-10, err_msg=f"{r['task']} {name}")
+
+
+def assert_differs(edited, unedited) -> None:
+    assert not np.allclose(edited[1]["train_loss"], unedited[1]["train_loss"], rtol=0, atol=1e-6)
+
+
+def test_an_edited_model_trains_as_edited(tmp_path, unedited):
+    folder, result = run_edited(tmp_path, "relu", ("nn.GELU()", "nn.ReLU()"))
+    assert "forward of all 4 groups: vmap (the fast forward is not used: it differs from the plain model" in result.stdout
+    assert_differs(outputs(f"{folder}/run"), unedited)
+    assert_each_run_trained_alone(folder, "experiment_relu")
+
+
+def test_an_edited_loss_trains_as_edited(tmp_path, unedited):
+    folder, result = run_edited(tmp_path, "smoothing", ("return F.cross_entropy(logits, answers)\n",
+                                                        "return F.cross_entropy(logits, answers, label_smoothing=0.1)\n"))
+    assert "fast (equal to the plain model" in result.stdout  # the forward is unchanged; the loss is shared
+    assert_differs(outputs(f"{folder}/run"), unedited)
+    assert_each_run_trained_alone(folder, "experiment_smoothing")
+
+
+def test_a_model_vmap_cannot_run_trains_member_by_member(tmp_path, unedited):
+    folder, result = run_edited(tmp_path, "item", (
+        "        return self.head(self.norm(self.blocks(x))[:, -1])",
+        "        if x.abs().max().item() > 1e9:  # data-dependent Python: vmap cannot run it\n"
+        "            raise ValueError('exploded')\n"
+        "        return self.head(self.norm(self.blocks(x))[:, -1])"))
+    assert "forward of all 4 groups: loop (vmap cannot run the plain model (RuntimeError" in result.stdout
+    np.testing.assert_allclose(outputs(f"{folder}/run")[1]["val_loss"], unedited[1]["val_loss"], rtol=0, atol=1e-12)
+
+
+def test_a_step_that_couples_runs_trains_them_one_at_a_time(tmp_path, unedited):
+    import torch
+    clip = "    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g['params']], 0.05)\n"
+    folder, result = run_edited(tmp_path, "clip", ("    losses.sum().backward()  # runs share no parameter: each gets the gradient of its own loss\n",
+                                                   "    losses.sum().backward()\n" + clip))
+    assert "the step couples runs" in result.stdout and "so they train one at a time" in result.stdout
+    assert_differs(outputs(f"{folder}/run"), unedited)
+    assert_each_run_trained_alone(folder, "experiment_clip", lambda m: torch.nn.utils.clip_grad_norm_(m.parameters(), 0.05))
+
+
+def test_new_config_fields_and_metrics_need_no_other_change(tmp_path):
+    folder, result = run_edited(
+        tmp_path, "fields",
+        ('    dtype: str = "float32"', '    dtype: str = "float32"\n    decay_biases: bool = True  # weight decay on biases too'),
+        ("    optimizer = torch.optim.AdamW(params.values(),",
+         "    params = params if c.decay_biases else {k: v for k, v in params.items() if not k.endswith('bias')}\n"
+         "    optimizer = torch.optim.AdamW(params.values(),"),
+        ('        "grok_delay": step_val - step_train,', '        "grok_delay": step_val - step_train,\n'
+                                                         '        "peak_val_acc": float(val_acc.max()),'),
+        ('"final_val_acc": 4,', '"final_val_acc": 4, "peak_val_acc": 4,'),
+        args=[*SHORT, "--decay_biases=0"])
+    runs, _ = outputs(f"{folder}/run")
+    assert all(0 <= r["peak_val_acc"] <= 1 for r in runs)
+    with open(f"{folder}/run/final_info.json") as f:
+        info = json.load(f)
+    assert all("peak_val_acc_mean" in entry["means"] for entry in info.values())
+    with open(f"{folder}/run/config.json") as f:
+        assert json.load(f)["config"]["decay_biases"] is False
+    help_text = run_script(["--help"], cwd=folder).stdout
+    assert "--decay_biases" in help_text and "weight decay on biases too" in help_text
+    bad = run_script(["--out_dir=other", "--decay_biases=maybe"], cwd=folder)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --decay_biases='maybe': expected 0 or 1"
+
+
+def test_a_headline_metric_nobody_computes_is_refused_before_training(tmp_path):
+    folder = copy_project(tmp_path / "typo")
+    edit(folder, '"final_val_acc": 4,', '"final_val_accuracy": 4,')
+    result = run_script(["--out_dir=run", *SHORT], cwd=folder)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: HEADLINE_METRICS names 'final_val_accuracy', which run_metrics does not return")
+
+
+def test_float64_fast_and_generic_runs_give_the_same_curves(tmp_path, unedited):
+    folder, result = run_edited(tmp_path, "generic", args=[*SHORT, "--forward=generic"])
+    assert "forward of all 4 groups: vmap (--forward=generic)" in result.stdout
+    generic = outputs(f"{folder}/run")[1]
+    for name, values in unedited[1].items():
+        np.testing.assert_allclose(generic[name], values, rtol=0, atol=1e-12, err_msg=name)
