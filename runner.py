@@ -972,6 +972,9 @@ def final_info(records: list[dict], headline: dict, plain: bool) -> dict:
     return info
 
 
+HARNESS_MESSAGE_LIMIT = 20_000  # characters of results message the AI-Scientist harness sends comfortably
+
+
 def results_message(info: dict) -> str:
     """What the AI-Scientist harness sends its model after a run: str() of the means."""
     return str({key: value["means"] for key, value in info.items()})
@@ -1649,8 +1652,11 @@ def run_study(science: Science, c, options: Options, device: torch.device, resum
         "platform": platform.platform(), "host": socket.gethostname(),
         **code,
     }
-    write_outputs(science, out_dir, results, tables, c, options, provenance)
+    message = len(results_message(write_outputs(science, out_dir, results, tables, c, options, provenance)))
     print(f"wrote {out_dir}/final_info.json ({runs} runs) in {provenance['wall_time_s']:.0f} s", flush=True)
+    if message > HARNESS_MESSAGE_LIMIT:
+        print(f"warning: the means in final_info.json take {message:,} characters, all of which the AI-Scientist "
+              "harness sends to its model after a run; report fewer HEADLINE_METRICS or train a smaller grid", flush=True)
     return 0
 
 

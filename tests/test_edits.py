@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import runner
-from support import copy_project, edit, load_experiment, outputs, run_script, train_alone
+from support import ROOT, copy_project, edit, load_experiment, outputs, run_script, train_alone
 
 # The smoke preset, short and in float64: exact comparisons in seconds.
 SHORT = ["--preset=smoke", "--num_steps=30", "--dtype=float64"]
@@ -121,3 +121,24 @@ def test_float64_fast_and_generic_runs_give_the_same_curves(tmp_path, unedited):
     generic = outputs(f"{folder}/run")[1]
     for name, values in unedited[1].items():
         np.testing.assert_allclose(generic[name], values, rtol=0, atol=1e-12, err_msg=name)
+
+
+PER_RUN_CLIP = """\
+    losses.sum().backward()
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"]]  # each (members, ...)
+    norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads]).norm(dim=0)  # (members,): each run's own norm
+    scale = (1.0 / (norms + 1e-6)).clamp(max=1.0)  # clip each run's gradient to norm 1
+    for g in grads:
+        g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
+"""
+
+
+def test_the_readmes_per_run_gradient_clip_keeps_runs_independent(tmp_path, unedited):
+    import torch
+    with open(f"{ROOT}/README.md") as f:
+        assert PER_RUN_CLIP in f.read()  # the snippet the README shows is the one tested here
+    folder, result = run_edited(tmp_path, "per_run_clip", (
+        "    losses.sum().backward()  # runs share no parameter: each gets the gradient of its own loss\n", PER_RUN_CLIP))
+    assert "forward of all 4 groups: fast" in result.stdout and "one at a time" not in result.stdout
+    assert_differs(outputs(f"{folder}/run"), unedited)
+    assert_each_run_trained_alone(folder, "experiment_per_run_clip", lambda m: torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0))
