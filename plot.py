@@ -5,6 +5,8 @@
 
 Figures (PNG, written to --out, default the current folder; notes.txt says how to read them):
   {train_loss,val_loss,train_acc,val_acc}_{task}.png   every run's mean curve, stderr band
+  {run}_accuracy.png                training and validation accuracy of each architecture per task:
+                                    the picture of grokking (runs of up to 8 architectures)
   {run}_capacity_{bucket}.png       accuracy trajectories inside a capacity bucket, deep-narrow
                                     to wide-shallow, with mean memorization/grokking markers
   {run}_steps_vs_params.png         steps to memorization and grokking against parameter count
@@ -285,6 +287,36 @@ def aspect_colors(archs: list[dict]):
 
 
 HEAD_STYLES = ["-", "--", ":", "-."]
+ACCURACY_FIGURE_ARCHITECTURES = 8  # runs with more architectures are read in the capacity figures
+
+
+def figure_accuracy(run: Run):
+    """Figure 1b: the picture of grokking, per task: training (dashed) and validation (solid)
+    accuracy of every architecture of the run, mean over seeds, with mean memorization and
+    grokking steps marked."""
+    budget = run.config["num_steps"]
+    archs = sorted(run.architectures, key=lambda a: (a["parameter_count"], a["heads"]))
+    colors = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(run.tasks), figsize=(max(6.5, 5.2 * len(run.tasks)), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], run.tasks):
+        for i, a in enumerate(archs):
+            rows = run.rows(task=task, architecture=a["name"])
+            s = grokking_summary([run.records[r] for r in rows], budget)
+            label = f"{arch_shape(a)}, {a['heads']} heads ({a['parameter_count'] / 1e3:.0f}K)"
+            for curve, style, key in (("train_acc", "--", "mem"), ("val_acc", "-", "grok")):
+                ax.plot(run.curves["step"], mean_stderr(run.curves[curve][rows])[0], color=colors(i % 10), ls=style,
+                        lw=1.4, label=label if curve == "val_acc" else None)
+                if np.isfinite(s[key][0]):
+                    ax.plot(s[key][0], 0.99, marker="o", color=colors(i % 10), ms=5, mec="black", mew=0.5)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("accuracy (fraction correct)")
+        ax.set_title(TASK_TITLES.get(task, task))
+        step_axis(ax, run)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="center right")
+    suptitle(fig, f"{run.label}: training (dashed) and validation (solid) accuracy, mean over seeds; dots: mean "
+                  "memorization and grokking steps over the seeds that reached 99%")
+    return finish(fig, f"{run.name}_accuracy.png")
 
 
 def figure_capacity(run: Run, bucket: str):
@@ -559,6 +591,8 @@ def figure_jobs(runs: list[Run], views: list[Run], comparisons: dict[str, list[d
     tasks = list(dict.fromkeys(t for run in runs for t in run.tasks))
     jobs = [functools.partial(figure_curve, runs, task, curve) for task in tasks for curve in CURVES]
     jobs += [functools.partial(figure_axis, run, axis) for run in runs for axis in run.axes]
+    jobs += [functools.partial(figure_accuracy, run) for run in views
+             if len(run.architectures) <= ACCURACY_FIGURE_ARCHITECTURES]
     for run in views:
         if len(run.architectures) < 2:  # figures 2-6 compare architectures
             continue

@@ -23,32 +23,32 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import experiment as ex  # noqa: E402
+import runner  # noqa: E402
 
 
 def synthetic_study(source: str, out: str, seed: int) -> None:
     """A default-study folder whose curves repeat the real ones of `source`, written by
-    experiment.write_outputs itself (so the files are exactly what plot.py reads)."""
+    runner.write_outputs itself (so the files are exactly what plot.py reads)."""
     with np.load(os.path.join(source, "curves.npz")) as npz:
         curves = {k: npz[k] for k in npz.files}
     with open(os.path.join(source, "runs.json")) as f:
         source_runs = json.load(f)
-    c = ex.Config()
-    tables = ex.build_tables(c)
+    science, c = ex.science(), ex.Config()
+    tables = runner.build_tables(science, c)
     steps = np.array(ex.evaluation_steps(c))
     rng = np.random.default_rng(seed)
     results = []
-    for group in ex.plan_groups(c):
+    for group in runner.plan_groups(c, tables):
         arch, members = group.arch, group.members
+        size = runner.parameter_count(science, arch, tables[members[0].task, members[0].setting])
         # bigger models get a slower clock: steps stretched by 0.6 .. 1.4 over the grid's sizes
-        stretch = 0.6 + 0.8 * (np.log(ex.parameter_count(arch, 99, 97)) - np.log(6e4)) / np.log(60) \
-            + rng.normal(0, 0.05)
+        stretch = 0.6 + 0.8 * (np.log(size) - np.log(6e4)) / np.log(60) + rng.normal(0, 0.05)
         index = np.clip((np.arange(len(steps)) * stretch).astype(int), 0, len(curves["step"]) - 1)
         rows = [[i for i, r in enumerate(source_runs) if r["task"] == m.task][m.seed % 3] for m in members]
-        stacked = np.stack([np.stack([curves[name][row][index] for name in ex.CURVE_NAMES], axis=1)
-                            for row in rows])  # (members, evals, curves)
-        results.append(ex.GroupResult(group, steps, stacked, wall_time_s=0.0, eval_time_s=0.0))
+        stacked = {name: np.stack([curves[name][row][index] for row in rows]) for name in curves if name != "step"}
+        results.append(runner.GroupResult(group, steps, stacked, wall_time_s=0.0, eval_time_s=0.0))
     os.makedirs(out, exist_ok=True)
-    ex.write_outputs(out, results, tables, c, {"preset": None, "overrides": {}}, {"synthetic": True})
+    runner.write_outputs(science, out, results, tables, c, runner.Options(out_dir=out), {"synthetic": True})
 
 
 def main() -> int:

@@ -53,7 +53,7 @@ def test_every_figure_of_plot_py_is_described(notes):
                  "{run.name}_steps_vs_params.png": "R_steps_vs_params.png",
                  "{run.name}_heatmap_{task}.png": "R_heatmap_T.png",
                  "{run.name}_deep_vs_wide.png": "R_deep_vs_wide.png", "{run.name}_stability.png": "R_stability.png",
-                 "{run.name}_axis_{axis}.png": "R_axis_A.png"}
+                 "{run.name}_axis_{axis}.png": "R_axis_A.png", "{run.name}_accuracy.png": "R_accuracy.png"}
     assert names == set(described)
     for pattern in described.values():
         assert pattern in notes

@@ -44,6 +44,7 @@ def expected_figures():
     figures += [f"run_1_capacity_{b}.png" for b in ("small", "medium", "large")]
     figures += [f"run_1_heatmap_{t}.png" for t in TASKS]
     figures += ["run_1_steps_vs_params.png", "run_1_deep_vs_wide.png", "run_1_stability.png"]
+    figures += ["run_0_accuracy.png", "run_1_accuracy.png"]  # the grokking picture of each run
     return figures
 
 
@@ -60,7 +61,7 @@ def test_plot_draws_every_figure_and_skips_bad_folders(runs):
     assert [w.split()[1] for w in warnings] == ["run_2", "run_3", "run_10", "run_11"]  # numeric order
     assert "no final_info.json" in warnings[0] and "unreadable" in warnings[1]
     pngs = sorted(f for f in os.listdir(runs) if f.endswith(".png"))
-    assert pngs == sorted(expected_figures())  # nothing of the one-architecture run_0 beyond figure 1
+    assert pngs == sorted(expected_figures())  # nothing of the one-architecture run_0 beyond figures 1 and 1b
     for png in pngs:
         assert_not_blank(runs / png)
     summary = (runs / "summary.md").read_text()
@@ -77,7 +78,8 @@ def test_runs_and_out_options(runs, tmp_path):
     result = script("plot.py", "--runs=run_0", f"--out={tmp_path}", cwd=runs)
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(tmp_path)) == sorted(
-        [f"{c}_{t}.png" for c in ("train_loss", "val_loss", "train_acc", "val_acc") for t in TASKS] + ["summary.md"])
+        [f"{c}_{t}.png" for c in ("train_loss", "val_loss", "train_acc", "val_acc") for t in TASKS]
+        + ["run_0_accuracy.png", "summary.md"])
     assert "warning" not in result.stdout
     bad = script("plot.py", "--colour=red", cwd=runs)
     assert bad.returncode != 0 and "unknown argument" in bad.stderr
