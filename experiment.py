@@ -91,6 +91,11 @@ PRESETS: dict[str, dict] = {
     # time scale. A narrower and a wider 2-layer model: the wider memorizes sooner, groks later.
     "demo": dict(tasks=("x_plus_y",), layers=(2,), dims=(64, 96), heads=(4,), seeds=2, prime=59,
                  train_fraction=0.35, lr=2e-3, weight_decay=1.0, num_steps=2500, eval_every=20),
+    # The study's question at CPU scale (about 35 minutes on 2 cores): depth 1/2/4 x width 32/64 x
+    # 2/4 heads on x/y and x-y mod 59, 3 seeds, with the demo's learning rate and weight decay.
+    # 4x32 (54,939 parameters) and 1x64 (58,171) are a deep-narrow vs wide-shallow pair.
+    "capacity_cpu": dict(tasks=("x_div_y", "x_minus_y"), layers=(1, 2, 4), dims=(32, 64), heads=(2, 4),
+                         seeds=3, prime=59, lr=2e-3, weight_decay=1.0, num_steps=3000, eval_every=25),
     # The batch-size study: the baseline model on x/y with weight decay 1.0 at batch 64 to 512,
     # 100k steps evaluated at log-spaced steps (grokking at 512, not at 64). GPU work.
     "batch_size": dict(tasks=("x_div_y",), layers=(2,), dims=(128,), heads=(4,), seeds=3,

@@ -11,7 +11,8 @@ so a run is reproducible on the same torch version and thread count. For every s
 template's own run() (its data, model, AdamW, warm-up, 7500 steps and its evaluation on 8 random
 validation batches every 10 steps) and records its grokking step (first evaluation with validation
 accuracy > 0.99, 7500 when never), final metrics and validation-accuracy curve. The JSON file is
-rewritten after every finished seed, so an interrupted run keeps what it finished.
+rewritten after every finished seed, so an interrupted run keeps what it finished, and a rerun with
+the same template and task keeps the seeds already in it and runs only the others.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def run_seed(template, task: str, seed: int) -> dict:
     return {"seed": seed, "python_random_seed": seed, "torch_seed": 1337 + seed,
             **{k: float(v) if k != "step_val_acc_99" else int(v) for k, v in final.items()},
             "grokked": int(any(v["val_accuracy"] > 0.99 for v in val_log)),
-            "wall_time_s": time.perf_counter() - start,
+            "wall_time_s": time.perf_counter() - start, "threads": torch.get_num_threads(),
             "val_acc_curve": {"step": [v["step"] for v in val_log], "val_acc": [v["val_accuracy"] for v in val_log]}}
 
 
@@ -68,12 +69,19 @@ def main() -> int:
     template = load_template(args.template)
     seeds = [int(s) for s in args.seeds.split(",")]
     result = {"template": os.path.abspath(args.template), "template_sha256": template_hash, "task": args.task,
-              "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "command": [os.path.basename(sys.argv[0])] + sys.argv[1:], "runs": []}
+              "torch": torch.__version__, "commands": [], "runs": []}
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            earlier = json.load(f)
+        if (earlier["template_sha256"], earlier["task"]) != (template_hash, args.task):
+            sys.exit(f"error: {args.out} holds another template or task; choose another --out")
+        result.update(earlier)
+    result["commands"].append([os.path.basename(sys.argv[0])] + sys.argv[1:])
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    for seed in seeds:
+    done = {r["seed"] for r in result["runs"]}
+    for seed in (s for s in seeds if s not in done):
         run = run_seed(template, args.task, seed)
-        result["runs"].append(run)
+        result["runs"] = sorted(result["runs"] + [run], key=lambda r: r["seed"])
         steps = [r["step_val_acc_99"] for r in result["runs"]]
         result["step_val_acc_99"] = steps
         tmp = args.out + ".tmp"
@@ -82,7 +90,7 @@ def main() -> int:
         os.replace(tmp, args.out)
         print(f"seed {seed}: grokking step {run['step_val_acc_99']}, final val acc {run['final_val_acc']:.4f} "
               f"({run['wall_time_s']:.0f} s)", flush=True)
-    print(f"{args.task}: grokking steps {steps}")
+    print(f"{args.task}: grokking steps {[r['step_val_acc_99'] for r in result['runs']]}")
     return 0
 
 
