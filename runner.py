@@ -1501,13 +1501,18 @@ def error_location(error: BaseException, source: str) -> str:
     return f" (at {os.path.basename(source)} line {f.lineno}, in {f.name}: {(f.line or '').strip()[:120]})"
 
 
+PROGRESS_LINE_EVERY_S = 300  # in a log, a progress line at least this often, also inside a long group
+
+
 class Progress:
     """Progress of the groups still to train, weighted by their cost: a bar on a terminal; where
-    stderr is not one (a log, the AI-Scientist harness), one plain line per finished group."""
+    stderr is not one (a log, the AI-Scientist harness), one plain line per finished group and
+    one every PROGRESS_LINE_EVERY_S seconds while a group trains."""
 
     def __init__(self, costs: dict[str, float]):
         self.costs, self.done = costs, {name: 0.0 for name in costs}
         self.total, self.start = sum(costs.values()) or 1.0, time.perf_counter()
+        self.last_line = self.start
         self.bar = None
         if sys.stderr.isatty():
             from tqdm import tqdm
@@ -1521,12 +1526,14 @@ class Progress:
             self.bar.update(sum(self.costs[n] * f for n, f in self.done.items()) - self.bar.n)
             running = f"; {group.name} {100 * fraction:.0f}%" if fraction < 1 else ""
             self.bar.set_postfix_str(f"{finished}/{len(self.done)} groups done{running}", refresh=False)
-        elif fraction >= 1:
+        elif fraction >= 1 or time.perf_counter() - self.last_line >= PROGRESS_LINE_EVERY_S:
             share = sum(self.costs[n] * f for n, f in self.done.items()) / self.total
-            elapsed = time.perf_counter() - self.start
+            self.last_line = time.perf_counter()
+            elapsed = self.last_line - self.start
             eta = elapsed * (1 - share) / share if share > 0 else float("nan")
-            print(f"progress: {finished}/{len(self.done)} groups ({100 * share:.0f}%), {clock(elapsed)} elapsed, "
-                  f"about {clock(eta)} left", file=sys.stderr, flush=True)
+            running = f", {group.name} {100 * fraction:.0f}% done" if fraction < 1 else ""
+            print(f"progress: {finished}/{len(self.done)} groups ({100 * share:.0f}%{running}), {clock(elapsed)} "
+                  f"elapsed, about {clock(eta)} left", file=sys.stderr, flush=True)
 
     def write(self, line: str) -> None:
         (self.bar.write if self.bar is not None else print)(line)

@@ -189,3 +189,15 @@ def test_smoke_preset_end_to_end(tmp_path):
     progress = result.stderr.strip().splitlines()
     assert len(progress) == 4 and all(line.startswith("progress: ") for line in progress)
     assert progress[-1].startswith("progress: 4/4 groups (100%)")
+
+
+def test_a_log_gets_progress_lines_inside_a_long_group(monkeypatch, capsys):
+    """A one-group study of an hour must not leave a log silent until its end."""
+    monkeypatch.setattr(runner, "PROGRESS_LINE_EVERY_S", 0.0)
+    progress = runner.Progress({"L2_D128_H4": 3.0, "L1_D64_H4": 1.0})
+    group = type("Group", (), {"name": "L2_D128_H4"})
+    progress.update(group, 0.5)
+    progress.update(group, 1.0)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("progress: 0/2 groups (38%, L2_D128_H4 50% done), 0:00 elapsed, about ")
+    assert lines[1].startswith("progress: 1/2 groups (75%), ")
