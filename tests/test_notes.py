@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+import runner
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_0 = os.path.join(ROOT, "run_0")
 COLUMNS = [("step_train_acc_99", "memorization step", 0), ("step_val_acc_99", "grokking step", 0),
@@ -13,13 +15,14 @@ COLUMNS = [("step_train_acc_99", "memorization step", 0), ("step_val_acc_99", "g
            ("final_val_acc", "final val acc", 3), ("final_val_loss", "final val loss", 3)]
 
 
-def run0_table(final_info: dict) -> str:
-    """The Run 0 table of notes.txt: mean ± standard error over seeds, from final_info.json."""
+def run0_table(runs: list[dict]) -> str:
+    """The Run 0 table of notes.txt: per task, mean ± standard error over seeds, from runs.json
+    with the one mean / standard-error definition the outputs use."""
     lines = [f"{'task':<12}" + "".join(f"{title:>20}" for _, title, _ in COLUMNS)]
-    for task, entry in final_info.items():
+    for task in dict.fromkeys(r["task"] for r in runs):
         cells = []
         for metric, _, digits in COLUMNS:
-            mean, stderr = entry["means"][f"{metric}_mean"], entry["stderrs"][f"{metric}_stderr"]
+            mean, stderr = runner.mean_stderr([r[metric] for r in runs if r["task"] == task])
             cells.append(f"{mean:.{digits}f} ± {stderr:.{digits}f}")
         lines.append(f"{task:<12}" + "".join(f"{cell:>20}" for cell in cells))
     return "\n".join(lines)
@@ -32,7 +35,7 @@ def notes():
 
 
 def test_run0_numbers_match_its_files(notes):
-    with open(os.path.join(RUN_0, "final_info.json")) as f:
+    with open(os.path.join(RUN_0, "runs.json")) as f:
         table = run0_table(json.load(f))
     assert table in notes
     with open(os.path.join(RUN_0, "config.json")) as f:
