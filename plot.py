@@ -492,6 +492,7 @@ def figure_stability(run: Run):
             if np.isfinite(mean):
                 ax.bar(x, mean, yerr=np.nan_to_num(stderr), color=color(a), capsize=2)
             ax.text(x, 1.03, f"{s['grokked']}/{s['n']}", ha="center", va="bottom", fontsize=7)
+        ax.set_xlim(-0.6, len(archs) - 0.4)  # every architecture's slot, with bars or not
         ax.set_ylim(0, 1.15)
         ax.set_ylabel("fraction > 99%")
         ax.set_title(f"{TASK_TITLES.get(task, task)} (text: seeds grokked)", fontsize=9)
