@@ -313,7 +313,7 @@ def figure_accuracy(run: Run):
         ax.set_title(TASK_TITLES.get(task, task))
         step_axis(ax, run)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="center right")
+        ax.legend(fontsize=8, loc="best")  # where the curves leave room: grokking leaves the middle empty
     suptitle(fig, f"{run.label}: training (dashed) and validation (solid) accuracy, mean over seeds; dots: mean "
                   "memorization and grokking steps over the seeds that reached 99%")
     return finish(fig, f"{run.name}_accuracy.png")
