@@ -26,6 +26,9 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import experiment as ex  # noqa: E402  (the grokking threshold)
+
 PUBLISHED_SEEDS = [3910, 4220, 4470]
 PUBLISHED_SUMMARY = {"n": 3, "mean": 4353.0, "template_stderr": 164.0}
 TEMPLATE_EVAL_EXAMPLES = 8 * 512  # the template estimates validation accuracy from 8 batches of 512
@@ -54,15 +57,16 @@ def estimator_shift(study: str, draws: int = 1000) -> tuple[float, float]:
     """How much earlier the template's way of evaluating would report grokking on this study's own
     curves: at each evaluation it counts correct answers among 4096 validation equations drawn
     with replacement (a binomial draw from the full-split accuracy), so its first estimate above
-    0.99 can come before the full split's. Mean and largest shift over the runs, in steps."""
+    the threshold can come before the full split's. Mean and largest shift over the runs, in steps."""
+    with open(os.path.join(study, "runs.json")) as f:
+        grokking = [r["step_val_acc_99"] for r in json.load(f)]  # the full split's, in curve-row order
     curves = np.load(os.path.join(study, "curves.npz"))
     steps, accuracy = curves["step"], np.clip(curves["val_acc"], 0.0, 1.0)  # (evals,), (runs, evals)
     rng = np.random.default_rng(0)
     shifts = []
-    for run in accuracy:
-        exact = steps[np.argmax(run > 0.99)] if (run > 0.99).any() else steps[-1]
+    for exact, run in zip(grokking, accuracy):
         estimate = rng.binomial(TEMPLATE_EVAL_EXAMPLES, run, size=(draws, len(run))) / TEMPLATE_EVAL_EXAMPLES
-        above = estimate > 0.99
+        above = estimate > ex.THRESHOLD
         first = np.where(above.any(1), steps[np.argmax(above, 1)], steps[-1])
         shifts.append(float(exact - first.mean()))
     return float(np.mean(shifts)), float(np.max(shifts))

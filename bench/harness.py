@@ -12,24 +12,22 @@ copy of this folder, as launch_scientist.py copies a template:
 2. a bad preset: return code, the message its model sees, and that run_2/ is gone;
 3. `python plot.py`: return code and the figures left in the folder.
 
-Prints one line per step and the results message of step 1. tests/test_harness.py checks the same
-loop with the standard library alone, so that CI needs no copy of the harness.
+The harness echoes each run's stderr as it goes; a summary follows at the end: one line per step
+and the results message of step 1. tests/test_harness.py checks the same loop with the standard
+library alone, so that CI needs no copy of the harness.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
-import io
 import os
 import shutil
 import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LEFT_OUT = shutil.ignore_patterns(".git", "tests", "bench", "studies", "figures", "__pycache__", ".pytest_cache",
-                                  "run_[1-9]*", "*.png")  # what a template copy does not need
+LEFT_OUT = shutil.ignore_patterns(".git", "run_[1-9]*")  # a template holds no runs but run_0
 
 
 def load_harness(checkout: str):
@@ -42,14 +40,6 @@ def load_harness(checkout: str):
     return module
 
 
-def quietly(fn, *args):
-    """fn(*args) with the harness's own echo of stdout/stderr captured; (result, captured text)."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        result = fn(*args)
-    return result, out.getvalue()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ai_scientist", required=True, help="root of a SakanaAI/AI-Scientist checkout")
@@ -60,22 +50,22 @@ def main() -> int:
     parent = args.keep or tempfile.mkdtemp(prefix="harness_")
     folder = os.path.join(parent, "template")
     shutil.copytree(ROOT, folder, ignore=LEFT_OUT)
-    preset = os.environ.get("GROKKING_PRESET")
+    preset, summary = os.environ.get("GROKKING_PRESET"), []
     try:
         os.environ["GROKKING_PRESET"] = args.preset
-        (code, prompt), _ = quietly(harness.run_experiment, folder, 1)
+        code, prompt = harness.run_experiment(folder, 1)
         results = prompt.splitlines()[1] if code == 0 else prompt
-        print(f"run_1 (GROKKING_PRESET={args.preset}): return code {code}; results message {len(results):,} "
-              f"characters; next prompt {len(prompt):,}")
-        print(f"  {results}")
+        summary += [f"run_1 (GROKKING_PRESET={args.preset}): return code {code}; results message {len(results):,} "
+                    f"characters; next prompt {len(prompt):,}", f"  {results}"]
         os.environ["GROKKING_PRESET"] = "no_such_preset"
-        (code, prompt), _ = quietly(harness.run_experiment, folder, 2)
-        print(f"run_2 (a bad preset): return code {code}; run_2/ {'left' if os.path.exists(os.path.join(folder, 'run_2')) else 'removed'}; "
-              f"the model sees {len(prompt)} characters:\n  {prompt.strip()}")
-        (code, prompt), _ = quietly(harness.run_plotting, folder)
+        code, prompt = harness.run_experiment(folder, 2)
+        left = "left" if os.path.exists(os.path.join(folder, "run_2")) else "removed"
+        summary += [f"run_2 (a bad preset): return code {code}; run_2/ {left}; the model sees {len(prompt)} "
+                    f"characters:", f"  {prompt.strip()}"]
+        code, prompt = harness.run_plotting(folder)
         figures = sorted(f for f in os.listdir(folder) if f.endswith(".png"))
-        print(f"plot.py: return code {code}{'; ' + prompt[-300:] if code else ''}; {len(figures)} figures, e.g. "
-              + ", ".join(figures[:4]))
+        summary.append(f"plot.py: return code {code}{'; ' + prompt[-300:] if code else ''}; {len(figures)} figures, "
+                       "e.g. " + ", ".join(figures[:4]))
     finally:
         if preset is None:
             os.environ.pop("GROKKING_PRESET", None)
@@ -83,6 +73,7 @@ def main() -> int:
             os.environ["GROKKING_PRESET"] = preset
         if not args.keep:
             shutil.rmtree(parent, ignore_errors=True)
+    print("\n".join(["", "harness check:"] + summary))
     return 0
 
 

@@ -70,7 +70,6 @@ def matmul_peak(device, n: int) -> float:
 class Contender:
     """Something to time: one training step (of `runs` runs at once) and one evaluation."""
 
-    name: str
     runs: int
     train_step: Callable
     evaluate: Callable
@@ -84,9 +83,13 @@ class Contender:
         self.step_s += [t / self.steps_per_call for t in timed(self.train_step, device, calls)]
         self.eval_s += timed(self.evaluate, device, 1)
 
+    def median_s(self) -> tuple[float, float]:
+        """Median seconds of a training step (of all runs) and of an evaluation."""
+        return statistics.median(self.step_s), statistics.median(self.eval_s)
+
     def per_run_step(self, with_eval: bool) -> float:
         """Median seconds per run and training step, with the evaluation's share or without."""
-        step, evaluation = statistics.median(self.step_s), statistics.median(self.eval_s)
+        step, evaluation = self.median_s()
         return (step + (evaluation / self.eval_every if with_eval else 0.0)) / self.runs
 
 
@@ -114,7 +117,7 @@ def group_contender(science, arch: runner.Architecture, members: int, forward: s
             "train_flops": sum(runner.step_flops(arch, t, c.batch_size) for t in member_tables),
             "eval_flops": sum(runner.forward_flops(arch, t.num_classes, len(t.answers), t.num_classes)
                               for t in member_tables)}
-    return Contender(f"{arch.name} {forward}", members, train_step,
+    return Contender(members, train_step,
                      lambda: runner.evaluate(science, fwd, params, data, arch.d_model), eval_every=c.eval_every,
                      info=info)
 
@@ -134,7 +137,7 @@ def template_contender(path: str) -> Contender:
     model = template.Transformer(2, 128, 4, n_vocab, n_output, 5)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(s / 50, 1))
-    return Contender("template", 1, lambda: template.train(model, train_loader, optimizer, scheduler, "cpu", 10),
+    return Contender(1, lambda: template.train(model, train_loader, optimizer, scheduler, "cpu", 10),
                      lambda: template.evaluate(model, val_loader, "cpu", 8), steps_per_call=10)
 
 
@@ -163,16 +166,15 @@ def main() -> int:
              else [runner.Architecture(args.layers, args.dims, args.heads)])
     contenders = [group_contender(science, arch, args.members, forward, device)
                   for arch in archs for forward in args.forwards.split(",")]
-    if args.template:
-        contenders.append(template_contender(args.template))
-    for contender in contenders:  # warm-up: allocator, kernels, the first batch chunk
+    template = template_contender(args.template) if args.template else None
+    everyone = contenders + ([template] if template else [])
+    for contender in everyone:  # warm-up: allocator, kernels, the first batch chunk
         for _ in range(2):
             contender.train_step()
         contender.evaluate()
     for _ in range(args.rounds):  # in turn, so that a machine that slows down slows down everyone
-        for contender in contenders:
+        for contender in everyone:
             contender.measure(device, max(1, args.steps // contender.steps_per_call))
-    template = contenders.pop() if args.template else None
     if template:
         print(f"template (2 x 128 x 4, x / y): {1e3 * template.per_run_step(False):.1f} ms per step, "
               f"{1e3 * template.per_run_step(True):.1f} ms per step with its evaluation")
@@ -180,7 +182,7 @@ def main() -> int:
           f"{'GFLOP/s':>8} {'% peak':>6} {'ms/run-step':>11} {'end to end':>10} {'vs template':>16}")
     rows = []
     for contender in contenders:
-        step_s, eval_s = statistics.median(contender.step_s), statistics.median(contender.eval_s)
+        step_s, eval_s = contender.median_s()
         r = {**contender.info, "step_ms": 1e3 * step_s, "eval_ms": 1e3 * eval_s,
              "train_gflops": contender.info["train_flops"] / step_s / 1e9,
              "eval_gflops": contender.info["eval_flops"] / eval_s / 1e9,
