@@ -45,6 +45,7 @@ import traceback
 import types
 import typing
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -609,8 +610,14 @@ def relative_difference(a: dict, b: dict) -> float:
 
 
 def first_sentence(error: BaseException) -> str:
-    sentence = re.split(r"(?<=[.;:])\s", " ".join(str(error).split()), maxsplit=1)[0]
-    return f"{type(error).__name__}: {sentence[:120]}"
+    """The error's type and the start of its message: whole sentences up to about 40 characters
+    (some messages open with a bare prefix such as "vmap:"), at most 160."""
+    text, sentence = " ".join(str(error).split()), ""
+    for part in re.split(r"(?<=[.;])\s", text):
+        sentence = f"{sentence} {part}".strip()
+        if len(sentence) >= 40:
+            break
+    return f"{type(error).__name__}: {sentence[:160]}"
 
 
 def module_state(model) -> dict:
@@ -636,11 +643,14 @@ def check_forward(science: Science, group: Group, tables: dict, c, requested: st
     their first training batch:
     1. vmap must run the plain model, else the loop forward trains the members one by one;
     2. one batched training step (experiment.py's) must equal each run's step alone, else the
-       runs train one at a time (an edit coupled them, e.g. a gradient clip over all members);
+       runs train one at a time (an edit coupled them, e.g. a gradient clip over all members).
+       The model is in eval mode for this: random layers (dropout) would make the runs differ
+       from themselves, and only the step and the optimizer can couple runs (each member's
+       forward sees its own parameters alone);
     3. the fast forward must give the plain model's logits and gradients (for a random cotangent,
-       so for any loss) to PROOF_TOLERANCE, on the full batch and on a small one (its two paths),
-       and the plain model's forward must change nothing in the module (a counter, a buffer):
-       the fast forward would skip that.
+       so for any loss) to PROOF_TOLERANCE, on the full batch and on a small one (its two paths);
+       the plain model's training forward must draw no random numbers and change nothing in the
+       module (a counter, a buffer): the fast forward would skip both.
     A genuine error of the plain model (it fails in the loop too) is raised, not hidden."""
     members = group.members[:2]
     models = member_models(science, dataclasses.replace(group, members=members), tables)
@@ -650,20 +660,31 @@ def check_forward(science: Science, group: Group, tables: dict, c, requested: st
     tokens, answers = data.batch(0)
     small = (tokens[:, :PROOF_SMALL_BATCH], answers[:, :PROOF_SMALL_BATCH])
     before = module_state(model)
+    forward, reason = "vmap", ""
     try:
         vmap_forward(model)(params, small[0])
     except Exception as error:  # noqa: BLE001 - vmap's limits show as many error types
         loop_forward(model)(params, small[0])  # raises if the model itself is broken
-        return ForwardChoice("loop", f"vmap cannot run the plain model ({first_sentence(error)}); the loop forward "
-                             "runs its members one after another")
-    reference = vmap_forward(model)
-    if not steps_are_independent(science, run_config(c, members[0]), reference, params, *small):
-        return ForwardChoice("vmap", "one batched training step differs from the runs' own steps: the step couples "
-                             "runs (e.g. a clip over all members' gradients), so they train one at a time", True)
+        forward, reason = "loop", (f"vmap cannot run the plain model ({first_sentence(error)}); the loop forward "
+                                   "runs its members one after another")
+    reference = make_forward(forward, model, group.arch, "cpu", torch.float64)
+    with torch.no_grad():
+        random = not torch.equal(reference(params, small[0]), reference(params, small[0]))
+    model.eval()
+    independent = steps_are_independent(science, run_config(c, members[0]), reference, params, *small)
+    model.train()
+    if not independent:
+        return ForwardChoice(forward, (reason + "; " if reason else "") + "one batched training step differs from "
+                             "the runs' own steps: the step couples runs (e.g. a clip over all members' gradients), "
+                             "so they train one at a time", True)
+    if forward == "loop":
+        return ForwardChoice(forward, reason)
     if requested == "generic":
         return ForwardChoice("vmap", "--forward=generic")
     vocab = params["token_embeddings.weight"].shape[1] if "token_embeddings.weight" in params else 0
     problem, worst = fast_preconditions(group, tables, vocab), None
+    if problem is None and random:
+        problem = "the plain model draws random numbers in training (e.g. dropout), which the fast forward does not"
     if problem is None and not same_state(before, module_state(model)):
         problem = "the plain model's forward changes the module's own state, which only the plain model does"
     if problem is None:
@@ -784,6 +805,9 @@ def train_group(science: Science, group: Group, tables: dict, c, device: torch.d
     on_eval(steps_done) is called after each evaluation (for progress). The host waits for the
     device only at evaluation points, to time them; curves stay on the device until the end."""
     start = time.perf_counter()
+    # A model that draws random numbers (dropout) draws the same ones in every run of this group:
+    # results repeat, and a resumed study matches an uninterrupted one.
+    torch.manual_seed(zlib.crc32(repr((group.name, group.members)).encode()))
     dtype = getattr(torch, c.dtype)
     models = member_models(science, group, tables)
     params = stack_parameters(models, device, dtype)

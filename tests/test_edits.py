@@ -73,6 +73,19 @@ def test_a_model_vmap_cannot_run_trains_member_by_member(tmp_path, unedited):
     np.testing.assert_allclose(outputs(f"{folder}/run")[1]["val_loss"], unedited[1]["val_loss"], rtol=0, atol=1e-12)
 
 
+def test_a_model_with_dropout_trains_batched_and_repeats(tmp_path, unedited):
+    dropout = ("nn.GELU(), nn.Linear(4 * d_model, d_model))", "nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(0.2))")
+    first, result = run_edited(tmp_path, "dropout", dropout)
+    assert ("forward of all 4 groups: vmap (the fast forward is not used: the plain model draws random numbers in "
+            "training (e.g. dropout)") in result.stdout
+    assert "one at a time" not in result.stdout  # random draws are not mistaken for coupled runs
+    second, _ = run_edited(tmp_path, "dropout_again", dropout)
+    curves, again = outputs(f"{first}/run")[1], outputs(f"{second}/run")[1]
+    for name, values in curves.items():
+        np.testing.assert_array_equal(values, again[name], err_msg=name)  # the same draws every time
+    assert_differs((None, curves), unedited)
+
+
 def test_a_step_that_couples_runs_trains_them_one_at_a_time(tmp_path, unedited):
     import torch
     clip = "    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g['params']], 0.05)\n"
