@@ -298,9 +298,11 @@ class Transformer(nn.Module):
         return self.head(self.norm(self.blocks(x))[:, -1])  # the answer is read at "="
 
 
-def build_model(layers: int, d_model: int, heads: int, table: TaskTable, seed: int) -> Transformer:
+def build_model(layers: int, d_model: int, heads: int, table: TaskTable, seed: int, c: Config) -> Transformer:
     """Run `seed`'s model, initialized as the template does: the global seed 1337 + seed, set just
-    before the model is built (the caller's random state is left untouched)."""
+    before the model is built (the caller's random state is left untouched). c is the run's config
+    (every axis at this run's value), for a model that reads a field of its own, e.g. a dropout
+    rate: declared as an axis, `dropout: float | tuple[float, ...] = 0.0`, it is swept like lr."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(INIT_SEED_BASE + seed)
         return Transformer(layers, d_model, heads, table.vocab_size, table.num_classes)

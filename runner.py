@@ -67,7 +67,7 @@ class Science:
     validate: Callable  # (config) -> None; raises ValueError with a one-line message
     build_table: Callable  # (task, run config) -> table: tokens (n, seq), answers (n,), num_classes, vocab_size, elements, domain
     run_data: Callable  # (num equations, run config, seed) -> ({split: indices}, draw(steps) -> (steps, batch) indices)
-    build_model: Callable  # (layers, d_model, heads, table, seed) -> nn.Module, tokens (batch, seq) -> logits (batch, classes)
+    build_model: Callable  # (layers, d_model, heads, table, seed, run config) -> nn.Module, tokens (batch, seq) -> logits (batch, classes)
     make_optimizer: Callable  # ({name: (members, ...)}, run config) -> (optimizer, schedule)
     train_step: Callable  # (forward, optimizer, schedule, tokens, answers) -> None
     evaluation_steps: Callable  # (config) -> steps after which runs are evaluated
@@ -451,10 +451,10 @@ class GroupData:
 # ======================================================================================
 
 
-def member_models(science: Science, group: Group, tables: dict) -> list:
+def member_models(science: Science, group: Group, tables: dict, c) -> list:
     """Each member's plain model, initialized as experiment.py says."""
     a = group.arch
-    return [science.build_model(a.layers, a.d_model, a.heads, tables[mb.task, mb.setting], mb.seed)
+    return [science.build_model(a.layers, a.d_model, a.heads, tables[mb.task, mb.setting], mb.seed, run_config(c, mb))
             for mb in group.members]
 
 
@@ -653,7 +653,7 @@ def check_forward(science: Science, group: Group, tables: dict, c, requested: st
        module (a counter, a buffer): the fast forward would skip both.
     A genuine error of the plain model (it fails in the loop too) is raised, not hidden."""
     members = group.members[:2]
-    models = member_models(science, dataclasses.replace(group, members=members), tables)
+    models = member_models(science, dataclasses.replace(group, members=members), tables, c)
     params = stack_parameters(models, "cpu", torch.float64)
     model = models[0].double()
     data = GroupData(members, tables, c, science, "cpu")
@@ -809,7 +809,7 @@ def train_group(science: Science, group: Group, tables: dict, c, device: torch.d
     # results repeat, and a resumed study matches an uninterrupted one.
     torch.manual_seed(zlib.crc32(repr((group.name, group.members)).encode()))
     dtype = getattr(torch, c.dtype)
-    models = member_models(science, group, tables)
+    models = member_models(science, group, tables, c)
     params = stack_parameters(models, device, dtype)
     model = models[0].to(device, dtype)  # the plain module the generic forwards call (for its buffers)
     del models
@@ -929,10 +929,10 @@ def mean_stderr(values, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return mean, stderr
 
 
-def parameter_count(science: Science, arch: Architecture, table) -> int:
-    """Exact, from the plain model itself (built on the meta device: no memory, no time)."""
+def parameter_count(science: Science, arch: Architecture, table, c) -> int:
+    """Exact, from the plain model itself (built on the meta device: no memory, no time); c: the run config."""
     with torch.device("meta"):
-        model = science.build_model(arch.layers, arch.d_model, arch.heads, table, 0)
+        model = science.build_model(arch.layers, arch.d_model, arch.heads, table, 0, c)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -957,7 +957,7 @@ def study_records(science: Science, results: list[GroupResult], tables: dict, c,
                 "task": mb.task, "architecture": res.arch.name, "layers": res.arch.layers,
                 "d_model": res.arch.d_model, "heads": res.arch.heads, "seed": mb.seed,
                 "setting": setting_tag(mb.setting, varied), **dict(mb.setting), "bucket": buckets[res.arch.name],
-                "parameter_count": parameter_count(science, res.arch, tables[mb.task, mb.setting]),
+                "parameter_count": parameter_count(science, res.arch, tables[mb.task, mb.setting], run_config(c, mb)),
                 **science.run_metrics(res.steps, curves, c.num_steps),
                 # members train together: each run is charged its share of the group's time
                 "wall_time_s": res.wall_time_s / len(res.members),
@@ -1187,8 +1187,9 @@ def write_outputs(science: Science, out_dir: str, results: list[GroupResult], ta
                   provenance: dict) -> dict:
     """Every output file of a finished study; final_info.json last, so its presence means done."""
     archs = architectures(c)
-    first = tables[c.tasks[0], settings(c)[0]]  # buckets and architecture sizes: counted on the first task
-    counts = {a.name: parameter_count(science, a, first) for a in archs}
+    setting = settings(c)[0]  # buckets and architecture sizes: counted on the first task and setting
+    first = run_config(c, Member(c.tasks[0], 0, setting))
+    counts = {a.name: parameter_count(science, a, tables[c.tasks[0], setting], first) for a in archs}
     buckets = capacity_buckets(counts)
     records = study_records(science, results, tables, c, buckets)
     names = list(results[0].curves)
@@ -1198,7 +1199,7 @@ def write_outputs(science: Science, out_dir: str, results: list[GroupResult], ta
     write_json(os.path.join(out_dir, "architectures.json"), [{
         "name": a.name, "layers": a.layers, "d_model": a.d_model, "heads": a.heads,
         "aspect_ratio": a.d_model / a.layers, "bucket": buckets[a.name], "parameter_count": counts[a.name],
-        "parameter_count_by_task": {t: parameter_count(science, a, tables[t, settings(c)[0]]) for t in c.tasks},
+        "parameter_count_by_task": {t: parameter_count(science, a, tables[t, setting], first) for t in c.tasks},
     } for a in archs])
     write_json(os.path.join(out_dir, "config.json"), {
         "format_version": FORMAT_VERSION, "preset": options.preset, "overrides": options.overrides,
@@ -1288,7 +1289,7 @@ def run_query(science: Science, pairs: dict[str, str], equations: list[str]) -> 
         raise UsageError(f"{run_dir} has no saved weights for {group.name}; run the study with --save_models=1")
     table = tables[task, setting]
     rows = [parse_equation(e, table) for e in equations]
-    model = science.build_model(arch.layers, arch.d_model, arch.heads, table, seed)
+    model = science.build_model(arch.layers, arch.d_model, arch.heads, table, seed, run_config(c, member))
     model.load_state_dict(load_member_weights(path, member), strict=False)
     with torch.no_grad():
         probs = model.eval()(table.tokens[rows]).softmax(-1)  # (equations, classes)
@@ -1692,14 +1693,10 @@ def run_study(science: Science, c, options: Options, device: torch.device, resum
 
 
 def choose_forwards(science: Science, groups: list[Group], tables: dict, c, requested: str) -> dict[str, ForwardChoice]:
-    """Check every group's forward before training (once per architecture and domain), and say in
-    one line per kind of decision which groups take which forward, and why."""
-    by_shape, choices = {}, {}
-    for g in groups:
-        key = (g.arch, tables[g.members[0].task, g.members[0].setting].domain)
-        if key not in by_shape:
-            by_shape[key] = check_forward(science, g, tables, c, requested)
-        choices[g.name] = by_shape[key]
+    """Check every group's forward before training (each group: the model may read the group's
+    own config values), and say in one line per kind of decision which groups take which forward,
+    and why."""
+    choices = {g.name: check_forward(science, g, tables, c, requested) for g in groups}
     kinds = {}
     for name, ch in choices.items():
         kinds.setdefault((ch.forward, ch.reason, ch.one_at_a_time), []).append(name)

@@ -40,7 +40,7 @@ def synthetic_study(source: str, out: str, seed: int) -> None:
     results = []
     for group in runner.plan_groups(c, tables):
         arch, members = group.arch, group.members
-        size = runner.parameter_count(science, arch, tables[members[0].task, members[0].setting])
+        size = runner.parameter_count(science, arch, tables[members[0].task, members[0].setting], c)
         # bigger models get a slower clock: steps stretched by 0.6 .. 1.4 over the grid's sizes
         stretch = 0.6 + 0.8 * (np.log(size) - np.log(6e4)) / np.log(60) + rng.normal(0, 0.05)
         index = np.clip((np.arange(len(steps)) * stretch).astype(int), 0, len(curves["step"]) - 1)

@@ -100,7 +100,7 @@ def group_contender(science, arch: runner.Architecture, members: int, forward: s
     tables = runner.build_tables(science, c)
     group, = runner.plan_groups(c, tables)
     group = runner.Group(arch, group.members[:members])
-    models = runner.member_models(science, group, tables)
+    models = runner.member_models(science, group, tables, c)
     params = runner.stack_parameters(models, device, torch.float32)
     model = models[0].to(device)
     fwd = runner.make_forward(forward, model, arch, device, torch.float32)
@@ -113,7 +113,7 @@ def group_contender(science, arch: runner.Architecture, members: int, forward: s
 
     member_tables = [tables[m.task, m.setting] for m in group.members]
     info = {"architecture": arch.name, "forward": forward, "members": members,
-            "parameters": runner.parameter_count(science, arch, member_tables[0]),
+            "parameters": runner.parameter_count(science, arch, member_tables[0], c),
             "train_flops": sum(runner.step_flops(arch, t, c.batch_size) for t in member_tables),
             "eval_flops": sum(runner.forward_flops(arch, t.num_classes, len(t.answers), t.num_classes)
                               for t in member_tables)}

@@ -71,7 +71,7 @@ def train_alone(ex, c, layers: int, d_model: int, heads: int, task: str, seed: i
     template's AdamW and LambdaLR warm-up, full-split evaluation at the module's evaluation steps.
     `c` is the run's config (every axis one value). Returns (curves name -> (evals,), model)."""
     table = ex.build_table(task, c)
-    model = ex.build_model(layers, d_model, heads, table, seed).double()
+    model = ex.build_model(layers, d_model, heads, table, seed, c).double()
     splits, draw = ex.run_data(len(table.answers), c, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, betas=(c.beta1, c.beta2),
                                   weight_decay=c.weight_decay, foreach=False)

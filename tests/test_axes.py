@@ -174,7 +174,7 @@ def test_saved_weights_are_exactly_the_trained_ones(tmp_path):
         assert loaded.keys() == trained.keys()
         assert all(np.array_equal(loaded[name].numpy(), trained[name][i]) for name in trained)
         table = tables[member.task, member.setting]
-        model = ex.build_model(1, 16, 2, table, member.seed)
+        model = ex.build_model(1, 16, 2, table, member.seed, runner.run_config(TINY, member))
         assert not torch.equal(model.head.weight, loaded["head.weight"])  # it trained
         model.load_state_dict(loaded)
         expected = torch.func.functional_call(model, {k: torch.from_numpy(v[i]) for k, v in trained.items()},

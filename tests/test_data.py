@@ -88,21 +88,21 @@ def test_batches_come_from_the_training_split_with_replacement():
 
 def test_parameter_count_of_the_templates_baseline():
     table = table_of("x_div_y")
-    assert runner.parameter_count(SCIENCE, runner.Architecture(2, 128, 4), table) == 422_625
-    assert sum(p.numel() for p in ex.build_model(2, 128, 4, table, 0).parameters()) == 422_625
+    assert runner.parameter_count(SCIENCE, runner.Architecture(2, 128, 4), table, ex.Config()) == 422_625
+    assert sum(p.numel() for p in ex.build_model(2, 128, 4, table, 0, ex.Config()).parameters()) == 422_625
 
 
 @pytest.mark.parametrize("arch", [runner.Architecture(1, 64, 2), runner.Architecture(4, 256, 8)])
 @pytest.mark.parametrize("task", ["x_plus_y", "permutation"])
 def test_parameter_count_is_the_models(arch, task):
     table = table_of(task)
-    model = ex.build_model(arch.layers, arch.d_model, arch.heads, table, 0)
-    assert runner.parameter_count(SCIENCE, arch, table) == sum(p.numel() for p in model.parameters())
+    model = ex.build_model(arch.layers, arch.d_model, arch.heads, table, 0, ex.Config())
+    assert runner.parameter_count(SCIENCE, arch, table, ex.Config()) == sum(p.numel() for p in model.parameters())
 
 
 def default_buckets() -> dict:
     table = table_of("x_div_y")
-    return runner.capacity_buckets({a.name: runner.parameter_count(SCIENCE, a, table)
+    return runner.capacity_buckets({a.name: runner.parameter_count(SCIENCE, a, table, ex.Config())
                                     for a in runner.architectures(ex.Config())})
 
 

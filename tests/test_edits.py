@@ -120,6 +120,27 @@ def test_new_config_fields_and_metrics_need_no_other_change(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --decay_biases='maybe': expected 0 or 1"
 
 
+def test_a_config_axis_the_model_reads_is_swept_in_one_study(tmp_path, unedited):
+    folder, result = run_edited(
+        tmp_path, "dropout_axis",
+        ('    dtype: str = "float32"', '    dtype: str = "float32"\n    dropout: float | tuple[float, ...] = 0.0  # after each MLP'),
+        ("        return Transformer(layers, d_model, heads, table.vocab_size, table.num_classes)\n",
+         "        model = Transformer(layers, d_model, heads, table.vocab_size, table.num_classes)\n"
+         "        for block in model.blocks:\n"
+         "            block.ffn.append(nn.Dropout(c.dropout))\n"
+         "        return model\n"),
+        args=[*SHORT, "--layers=1", "--tasks=x_plus_y", "--dropout=0,0.3"])
+    assert "forward of L1_D32_H4_dropout0: fast (equal to the plain model" in result.stdout
+    assert "forward of L1_D32_H4_dropout0.3: vmap (the fast forward is not used: the plain model draws random" in result.stdout
+    runs, curves = outputs(f"{folder}/run")
+    assert [(r["dropout"], r["setting"]) for r in runs] == [(0.0, "dropout0")] * 2 + [(0.3, "dropout0.3")] * 2
+    plain_runs, plain_curves = unedited
+    for i, r in enumerate(runs):
+        j = next(j for j, p in enumerate(plain_runs) if (p["task"], p["architecture"], p["seed"]) == (r["task"], r["architecture"], r["seed"]))
+        same = np.allclose(curves["train_loss"][i], plain_curves["train_loss"][j], rtol=0, atol=1e-12)
+        assert same == (r["dropout"] == 0.0), r  # dropout 0 is the unedited model; 0.3 is not
+
+
 def test_a_headline_metric_nobody_computes_is_refused_before_training(tmp_path):
     folder = copy_project(tmp_path / "typo")
     edit(folder, '"final_val_acc": 4,', '"final_val_accuracy": 4,')

@@ -110,7 +110,7 @@ def test_the_default_studys_results_message_fits():
     tables = runner.build_tables(ex.science(), c)
     records = [{"task": mb.task, "architecture": g.arch.name, "setting": "", "step_train_acc_99": 1230,
                 "step_val_acc_99": 7500, "grokked": 1 if mb.seed < 2 else 0, "final_val_acc": 0.012345678,
-                "parameter_count": runner.parameter_count(ex.science(), g.arch, tables[mb.task, mb.setting])}
+                "parameter_count": runner.parameter_count(ex.science(), g.arch, tables[mb.task, mb.setting], c)}
                for g in runner.plan_groups(c, tables) for mb in g.members]
     info = runner.final_info(records, ex.HEADLINE_METRICS, plain=False)
     assert len(info) == 108

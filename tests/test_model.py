@@ -63,7 +63,7 @@ def test_initialization_and_forward_are_the_templates(layers, d, h, task):
     c = dataclasses.replace(CONFIG, prime=11, perm_k=3)
     table = ex.build_table(task, c)
     for seed in (0, 1):
-        ours = ex.build_model(layers, d, h, table, seed)
+        ours = ex.build_model(layers, d, h, table, seed, c)
         torch.manual_seed(ex.INIT_SEED_BASE + seed)
         template = TemplateTransformer(layers, d, h, table.vocab_size, table.num_classes)
         theirs = dict(template.named_parameters())
@@ -71,7 +71,7 @@ def test_initialization_and_forward_are_the_templates(layers, d, h, task):
         for name, value in ours.named_parameters():
             assert torch.equal(value, theirs[template_name(name, layers)]), name
         torch.testing.assert_close(ours.double()(table.tokens), template.double()(table.tokens), rtol=0, atol=1e-12)
-    assert not torch.equal(ex.build_model(layers, d, h, table, 0).head.weight, ex.build_model(layers, d, h, table, 1).head.weight)
+    assert not torch.equal(ex.build_model(layers, d, h, table, 0, c).head.weight, ex.build_model(layers, d, h, table, 1, c).head.weight)
 
 
 def train(c, forward: str):

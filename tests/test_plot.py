@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import matplotlib.image
-import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -150,8 +150,8 @@ def clean(tables, group):
 
 
 def test_a_nan_member_diverges_alone(tables, group, clean):
-    def poisoned(layers, d_model, heads, table, seed):
-        model = ex.build_model(layers, d_model, heads, table, seed)
+    def poisoned(layers, d_model, heads, table, seed, c):
+        model = ex.build_model(layers, d_model, heads, table, seed, c)
         if table.task == "x_minus_y" and seed == 1:
             with torch.no_grad():
                 model.blocks[0].ffn[0].weight[0, 0] = float("nan")
