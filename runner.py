@@ -1188,8 +1188,8 @@ def write_outputs(science: Science, out_dir: str, results: list[GroupResult], ta
     """Every output file of a finished study; final_info.json last, so its presence means done."""
     archs = architectures(c)
     setting = settings(c)[0]  # buckets and architecture sizes: counted on the first task and setting
-    first = run_config(c, Member(c.tasks[0], 0, setting))
-    counts = {a.name: parameter_count(science, a, tables[c.tasks[0], setting], first) for a in archs}
+    first_run = run_config(c, Member(c.tasks[0], 0, setting))
+    counts = {a.name: parameter_count(science, a, tables[c.tasks[0], setting], first_run) for a in archs}
     buckets = capacity_buckets(counts)
     records = study_records(science, results, tables, c, buckets)
     names = list(results[0].curves)
@@ -1199,7 +1199,7 @@ def write_outputs(science: Science, out_dir: str, results: list[GroupResult], ta
     write_json(os.path.join(out_dir, "architectures.json"), [{
         "name": a.name, "layers": a.layers, "d_model": a.d_model, "heads": a.heads,
         "aspect_ratio": a.d_model / a.layers, "bucket": buckets[a.name], "parameter_count": counts[a.name],
-        "parameter_count_by_task": {t: parameter_count(science, a, tables[t, setting], first) for t in c.tasks},
+        "parameter_count_by_task": {t: parameter_count(science, a, tables[t, setting], first_run) for t in c.tasks},
     } for a in archs])
     write_json(os.path.join(out_dir, "config.json"), {
         "format_version": FORMAT_VERSION, "preset": options.preset, "overrides": options.overrides,
