@@ -1,7 +1,8 @@
 """Figures and summary tables of every run_*/ folder written by experiment.py.
 
     python plot.py                              # every run_<n>/ with a final_info.json
-    python plot.py --runs=run_0,run_3 --out=figures
+    python plot.py --runs=run_0,studies/demo --out=figures   # chosen run folders, figures elsewhere
+    python plot.py --help
 
 Figures (PNG, written to --out, default the current folder; notes.txt says how to read them):
   {train_loss,val_loss,train_acc,val_acc}_{task}.png   every run's mean curve, stderr band
@@ -634,26 +635,47 @@ def draw_all(jobs: list, out: str) -> list[str]:
     return [p for p in paths if p]
 
 
-def parse_args(argv: list[str]) -> tuple[list[str] | None, str]:
+class UsageError(Exception):
+    """Bad input: one line on stderr and exit code 2, before any figure is written."""
+
+
+def parse_args(argv: list[str]) -> tuple[list[str] | None, str] | None:
+    """(--runs folders or None for every run_<n>/, --out folder); None for --help."""
     only, out = None, "."
     for arg in argv:
         key, _, value = arg.partition("=")
+        if key in ("-h", "--help"):
+            return None
         if key == "--runs" and value:
             only = [v.strip().rstrip("/") for v in value.split(",") if v.strip()]
         elif key == "--out" and value:
             out = value
         else:
-            raise SystemExit(f"error: unknown argument {arg!r}; use --runs=run_0,run_3 and --out=DIR")
+            raise UsageError(f"unknown argument {arg!r}; use --runs=run_0,run_3 and --out=DIR (see --help)")
+    missing = [name for name in only or [] if not os.path.isdir(name)]
+    if missing:
+        raise UsageError(f"--runs names {missing[0]!r}, which is not a folder; give run folders written by "
+                         "experiment.py, e.g. --runs=run_0,studies/demo")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out={out!r} is a file; give a folder for the figures")
     return only, out
 
 
 def main(argv: list[str] | None = None) -> int:
-    only, out = parse_args(sys.argv[1:] if argv is None else argv)
-    os.makedirs(out, exist_ok=True)
+    try:
+        parsed = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if parsed is None:
+        print(__doc__.strip())
+        return 0
+    only, out = parsed
     runs = discover_runs(".", only)
     if not runs:
         print("no run to draw: run experiment.py --out_dir=run_0 first")
         return 0
+    os.makedirs(out, exist_ok=True)
     views = [view for run in runs for view in setting_views(run)]
     comparisons = {view.name: deep_vs_wide(view) for view in views if len(view.architectures) > 1}
     written = draw_all(figure_jobs(runs, views, comparisons), out)

@@ -1636,6 +1636,7 @@ def run_study(science: Science, c, options: Options, device: torch.device, resum
         if options.save_models and saved[g.name] and not os.path.exists(group_path(out_dir, g, MODELS_DIR)):
             saved[g.name] = None
     todo = [g for g in groups if not saved[g.name]]
+    saved_any = len(todo) < len(groups)
     costs = {g.name: group_flops(g, tables, c, len(steps)) for g in todo}
     runs = sum(len(g.members) for g in groups)
     varied = "".join(f" x {len(axis_values(c, a))} {a}" for a in varied_axes(c))
@@ -1644,8 +1645,10 @@ def run_study(science: Science, c, options: Options, device: torch.device, resum
     print(f"study: {plural(len(architectures(c)), 'architecture')}{varied} x {plural(len(c.tasks), 'task')} x "
           f"{plural(c.seeds, 'seed')} = {plural(runs, 'run')} of {c.num_steps} steps, as "
           f"{plural(len(groups), 'group')} ({len(groups) * c.num_steps:,} batched steps), on {where}; "
-          f"about {sum(costs.values()) / 1e12:.1f} TFLOP to train", flush=True)
-    if len(todo) < len(groups):
+          + (f"about {sum(costs.values()) / 1e12:.1f} TFLOP {'left ' if saved_any else ''}to train" if todo
+             else "nothing left to train"),
+          flush=True)
+    if saved_any:
         print(f"resuming: {len(groups) - len(todo)} of {plural(len(groups), 'group')} already finished in "
               f"{out_dir}/{GROUPS_DIR}", flush=True)
     if options.backend == "local" and device.type == "cpu" and sum(costs.values()) / CPU_FLOPS_ESTIMATE > 1800:

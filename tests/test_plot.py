@@ -80,8 +80,15 @@ def test_runs_and_out_options(runs, tmp_path):
         [f"{c}_{t}.png" for c in ("train_loss", "val_loss", "train_acc", "val_acc") for t in TASKS]
         + ["run_0_accuracy.png", "summary.md"])
     assert "warning" not in result.stdout
-    bad = script("plot.py", "--colour=red", cwd=runs)
-    assert bad.returncode != 0 and "unknown argument" in bad.stderr
+    help_ = script("plot.py", "--help", cwd=runs)
+    assert help_.returncode == 0 and "--runs=" in help_.stdout and "summary.md" in help_.stdout
+    # Bad input: exit code 2, one line that says what to change, nothing written.
+    for args, message in [(["--colour=red"], "unknown argument '--colour=red'"),
+                          (["--runs=run_0,nowhere", f"--out={tmp_path}/new"], "--runs names 'nowhere'"),
+                          ([f"--out={tmp_path}/summary.md"], "is a file")]:
+        bad = script("plot.py", *args, cwd=runs)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and message in bad.stderr, bad.stderr
+        assert not os.path.exists(f"{tmp_path}/new")
 
 
 def test_labels_rename_and_select(runs, monkeypatch, capsys, tmp_path):
