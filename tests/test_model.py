@@ -131,3 +131,26 @@ def test_batch_stream_does_not_depend_on_chunking(monkeypatch):
     monkeypatch.setattr(runner.GroupData, "BATCH_CHUNK", 3)
     chunked = runner.GroupData(members, tables, c, SCIENCE, CPU)
     assert all(torch.equal(a, chunked.batch(s)[0]) for s, a in enumerate(first))
+
+
+def test_a_members_float32_gradient_does_not_depend_on_its_group():
+    """float32, as studies train: in a group of 9 runs, each run's gradient is bit for bit the one
+    it gets alone, on any number of threads (on 2, the middle run's rows straddle the threads'
+    split of the embedding and prefix lookups, whose gradients must still add up in one order)."""
+    c = ex.Config(tasks=("x_plus_y", "x_minus_y", "x_div_y"), layers=(2,), dims=(64,), heads=(4,), seeds=3, prime=97)
+    tables = runner.build_tables(SCIENCE, c)
+    group = runner.plan_groups(c, tables)[0]
+    params = runner.stack_parameters(runner.member_models(SCIENCE, group, tables, c), CPU, torch.float32)
+    tokens, answers = runner.GroupData(group.members, tables, c, SCIENCE, CPU).batch(0)
+    forward = runner.fast_forward(group.arch, CPU, torch.float32)
+
+    def gradients(members: slice) -> dict:
+        part = {name: value[members] for name, value in params.items()}
+        losses = torch.vmap(ex.loss_fn)(forward(part, tokens[members]), answers[members])
+        return dict(zip(part, torch.autograd.grad(losses.sum(), list(part.values()))))
+
+    together = gradients(slice(None))
+    assert len(group.members) == 9
+    for i in range(9):
+        for name, alone in gradients(slice(i, i + 1)).items():
+            assert torch.equal(together[name][i:i + 1], alone), f"run {i} ({group.members[i]}): {name}"
