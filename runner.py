@@ -1652,19 +1652,18 @@ def run_study(science: Science, c, options: Options, device: torch.device, resum
         if options.save_models and saved[g.name] and not os.path.exists(group_path(out_dir, g, MODELS_DIR)):
             saved[g.name] = None
     todo = [g for g in groups if not saved[g.name]]
-    saved_any = len(todo) < len(groups)
     costs = {g.name: group_flops(g, tables, c, len(steps)) for g in todo}
+    work = "nothing left to train" if not todo else (
+        f"about {sum(costs.values()) / 1e12:.1f} TFLOP {'left ' if len(todo) < len(groups) else ''}to train")
     runs = sum(len(g.members) for g in groups)
     varied = "".join(f" x {len(axis_values(c, a))} {a}" for a in varied_axes(c))
     where = device_name(device) if options.backend == "local" else \
         f"Ray ({options.ray_address or 'a local instance'}, groups in parallel)"
     print(f"study: {plural(len(architectures(c)), 'architecture')}{varied} x {plural(len(c.tasks), 'task')} x "
           f"{plural(c.seeds, 'seed')} = {plural(runs, 'run')} of {c.num_steps} steps, as "
-          f"{plural(len(groups), 'group')} ({len(groups) * c.num_steps:,} batched steps), on {where}; "
-          + (f"about {sum(costs.values()) / 1e12:.1f} TFLOP {'left ' if saved_any else ''}to train" if todo
-             else "nothing left to train"),
+          f"{plural(len(groups), 'group')} ({len(groups) * c.num_steps:,} batched steps), on {where}; {work}",
           flush=True)
-    if saved_any:
+    if len(todo) < len(groups):
         print(f"resuming: {len(groups) - len(todo)} of {plural(len(groups), 'group')} already finished in "
               f"{out_dir}/{GROUPS_DIR}", flush=True)
     if options.backend == "local" and device.type == "cpu" and sum(costs.values()) / CPU_FLOPS_ESTIMATE > 1800:
