@@ -18,13 +18,13 @@ models, Ray) is in runner.py, which never imports this file.
 The default study: layers {1,2,4} x d_model {64,128,256} x heads {2,4,8} (27 architectures) on
 x+y, x-y, x/y (mod 97) and composition in S5, 5 seeds each: 540 runs of 7500 AdamW steps, about
 31 PFLOP (GPU work; days on 2 CPU cores). The template's baseline (--preset=baseline, 12 runs)
-takes 80-90 min on 2 CPU cores. Its x/y grokking step over seeds 0-9 is 4352 +- 144, the
+takes 70-90 min on 2 CPU cores. Its x/y grokking step over seeds 0-9 is 4352 +- 144, the
 template's own over 11 seeds 4313 +- 107 (studies/baseline_seeds/, notes.txt).
 
 How it trains: all runs of one architecture and vocabulary (tasks x seeds) train at once. Their
 parameters are the plain model's parameters below, stacked along a leading member dimension and
 stepped by one optimizer; the plain model runs over the members with torch.func.vmap. A
-hand-written forward of the template's architecture (about 1.8x faster) is used only when a float64
+hand-written forward of the template's architecture (about 2x faster) is used only when a float64
 check at start proves it equal to the plain model, so an edited model trains as edited.
 
 Sections: config and presets, data, model, loss/optimizer/training step, metrics, main.

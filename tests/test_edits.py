@@ -10,8 +10,8 @@ import pytest
 import runner
 from support import ROOT, copy_project, edit, load_experiment, outputs, run_script, train_alone
 
-# The smoke preset, short and in float64: exact comparisons in seconds.
-SHORT = ["--preset=smoke", "--num_steps=30", "--dtype=float64"]
+# The smoke preset, short, on batches of 64 and in float64: exact comparisons in seconds.
+SHORT = ["--preset=smoke", "--num_steps=30", "--batch_size=64", "--dtype=float64"]
 
 
 @pytest.fixture(scope="module")

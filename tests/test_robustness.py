@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,9 +98,14 @@ def test_interrupted_study_resumes_to_the_same_results(uninterrupted, tmp_path, 
     assert not [n for n in os.listdir(out) + os.listdir(out / runner.GROUPS_DIR) if n.endswith(".tmp")]
 
 
+def finished_copy(uninterrupted, tmp_path):
+    """A finished study's folder, copied (a copy is what any finished out_dir is to the script)."""
+    shutil.copytree(uninterrupted, tmp_path / "run")
+    return tmp_path / "run"
+
+
 def test_another_config_is_refused_and_overwrite_replaces(uninterrupted, tmp_path):
-    out = tmp_path / "run"
-    assert run(out).returncode == 0
+    out = finished_copy(uninterrupted, tmp_path)
     before = (out / "final_info.json").read_bytes()
     result = run(out, "--seeds=3")
     assert result.returncode == 2
@@ -115,8 +121,7 @@ def test_another_config_is_refused_and_overwrite_replaces(uninterrupted, tmp_pat
 
 
 def test_damaged_group_file_is_trained_again(uninterrupted, tmp_path):
-    out = tmp_path / "run"
-    assert run(out).returncode == 0
+    out = finished_copy(uninterrupted, tmp_path)
     (out / runner.GROUPS_DIR / "L2_D16_H2.npz").write_bytes(b"PK\x03\x04 damaged")
     (out / "final_info.json").unlink()
     result = run(out)
