@@ -13,6 +13,8 @@ import sys
 import numpy as np
 import torch
 
+import runner
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROJECT_FILES = ("experiment.py", "runner.py", "plot.py")
 
@@ -29,6 +31,21 @@ def run_script(args: list[str], cwd: str = ROOT, script: str = "experiment.py", 
     """A script of the project (in `cwd`) as a user runs it."""
     return subprocess.run([sys.executable, os.path.join(cwd, script), *args], capture_output=True, text=True,
                           cwd=cwd, env=env or clean_environment(), timeout=timeout)
+
+
+def main_in_process(science, argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    """experiment.py's command line in this process: the main() the script calls, without the
+    project's environment variables. Returns (exit code, stdout, stderr)."""
+    for name in [k for k in os.environ if k.startswith("GROKKING_")]:
+        monkeypatch.delenv(name)
+    code = runner.main(science, argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_error_line(stderr: str, message: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], stderr
 
 
 def copy_project(folder) -> str:

@@ -13,7 +13,7 @@ import torch
 
 import experiment as ex
 import runner
-from support import ROOT, clean_environment
+from support import ROOT, assert_one_error_line, clean_environment, main_in_process
 
 SCIENCE = ex.science()
 AXES_STUDY = ["--tasks=x_plus_y,x_div_y", "--layers=1", "--dims=16", "--heads=2", "--seeds=2",
@@ -221,9 +221,16 @@ QUERY_ERRORS = [
 
 
 @pytest.mark.parametrize("args, message", QUERY_ERRORS, ids=[" ".join(a) for a, _ in QUERY_ERRORS])
-def test_bad_queries_exit_2_with_one_line(saved_run, args, message):
-    result = run([f"--query={saved_run}", *args])
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+def test_bad_queries_are_one_line(saved_run, monkeypatch, capsys, args, message):
+    code, stdout, stderr = main_in_process(SCIENCE, [f"--query={saved_run}", *args], monkeypatch, capsys)
+    assert code == 2 and stdout == ""
+    assert_one_error_line(stderr, message)
+
+
+def test_a_bad_query_exits_2_from_the_script_with_one_line(saved_run):
+    result = run([f"--query={saved_run}", "--task=x_div_y", "--seed=0", "3/0"])
+    assert result.returncode == 2 and result.stdout == ""
+    assert_one_error_line(result.stderr, "division by 0")
 
 
 def test_query_of_a_missing_run_or_unsaved_models(tmp_path, saved_run):

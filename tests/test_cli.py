@@ -11,7 +11,7 @@ import pytest
 
 import experiment as ex
 import runner
-from support import ROOT, clean_environment
+from support import ROOT, assert_one_error_line, clean_environment, main_in_process
 
 SCIENCE = ex.science()
 TINY = ["--tasks=x_plus_y,permutation", "--layers=1", "--dims=16", "--heads=2", "--seeds=2",
@@ -61,14 +61,33 @@ BAD_INPUTS = [
 ]
 
 
+# Each kind of mistake once more through the real script, as its own process (the rest run in
+# this process through the same main(), a second each cheaper than a fresh interpreter).
+REAL_SCRIPT = [(args, message) for args, message in BAD_INPUTS
+               if args[0] in ("--layers=1,2", "--colour=red", "--num_steps=ten", "--dims=64", "--prime=91",
+                              "--preset=huge")]
+
+
+def with_out_dir(args, out):
+    return args if args == ["--layers=1,2"] else [f"--out_dir={out}", *args]
+
+
 @pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, args, message):
     out = tmp_path / "run_x"
-    full = args if args == ["--layers=1,2"] else [f"--out_dir={out}", *args]
-    result = run(full)
+    code, stdout, stderr = main_in_process(SCIENCE, with_out_dir(args, out), monkeypatch, capsys)
+    assert code == 2 and stdout == ""
+    assert_one_error_line(stderr, message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, message", REAL_SCRIPT, ids=[" ".join(a) for a, _ in REAL_SCRIPT])
+def test_bad_input_exits_2_from_the_script_with_one_line(tmp_path, args, message):
+    out = tmp_path / "run_x"
+    result = run(with_out_dir(args, out))
     assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert result.stdout == ""
+    assert_one_error_line(result.stderr, message)
     assert not out.exists()
 
 
