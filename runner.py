@@ -488,6 +488,7 @@ def fast_forward(arch: Architecture, device, dtype) -> Callable:
       (the "prefix" rows) rather than once per equation, and equations gather them by a.
     Reads the plain model's parameters by name. Used only where check_forward proves it equal."""
     element_tokens = {}  # vocabulary size -> every element token (2 .. vocab-1): the prefix rows
+    member_rows = {}  # members -> their row numbers (members, 1), for the per-member lookups
     # Additive causal masks: [a, o] among themselves; [b, =] over all four.
     prefix_mask = torch.tensor([[0.0, -math.inf], [0.0, 0.0]], dtype=dtype, device=device)
     suffix_mask = torch.tensor([[0.0, 0.0, 0.0, -math.inf], [0.0] * 4], dtype=dtype, device=device)
@@ -498,20 +499,23 @@ def fast_forward(arch: Architecture, device, dtype) -> Callable:
         left, right = tokens[..., 0], tokens[..., 2]
         if emb.shape[1] not in element_tokens:
             element_tokens[emb.shape[1]] = torch.arange(2, emb.shape[1], device=tokens.device)
+        if m not in member_rows:
+            member_rows[m] = torch.arange(m, device=tokens.device)[:, None]
+        rows = member_rows[m]
         elements = emb.shape[1] - 2
         if elements < b:  # shared prefix: one row per element, equations gather theirs
             prefix_tokens, prefix_index = element_tokens[emb.shape[1]].expand(m, elements), left - 2
         else:  # fewer equations than elements: one prefix row per equation
             prefix_tokens, prefix_index = left, torch.arange(b, device=tokens.device).expand(m, b)
-        embed = lambda tok, p: take(emb, tok) + pos[:, None, p]
+        embed = lambda tok, p: take(emb, rows, tok) + pos[:, None, p]
         # "o" and "=" are one token per member: embedded once each, broadcast over the rows
-        constant = lambda tok, p, n: (take(emb, tok[:, None])[:, 0] + pos[:, p])[:, None].expand(m, n, -1)
+        constant = lambda tok, p, n: (take(emb, rows, tok[:, None])[:, 0] + pos[:, p])[:, None].expand(m, n, -1)
         prefix = torch.stack([embed(prefix_tokens, 0), constant(tokens[:, 0, 1], 1, prefix_tokens.shape[1])], 2)
         suffix = torch.stack([embed(right, 2), constant(tokens[:, 0, 3], 3, b)], 2)
         x = torch.cat([prefix, suffix], 1)  # (members, prefix rows + batch, 2 positions, d)
         for layer in range(arch.layers):
             w = {k: params[f"blocks.{layer}.{k}"] for k in BLOCK_PARAMETERS}
-            x = fast_block(x, prefix.shape[1], prefix_index, w, arch.heads, prefix_mask, suffix_mask,
+            x = fast_block(x, prefix.shape[1], rows, prefix_index, w, arch.heads, prefix_mask, suffix_mask,
                            last=layer == arch.layers - 1)
         x = layer_norm(x, params["norm.weight"], params["norm.bias"])  # (members, batch, d)
         return linear(x, params["head.weight"], params["head.bias"])
@@ -524,13 +528,13 @@ BLOCK_PARAMETERS = ("self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_
                     "ffn.0.bias", "ffn.2.weight", "ffn.2.bias", "ffn_norm.weight", "ffn_norm.bias")
 
 
-def fast_block(x, r, prefix_index, w, heads, prefix_mask, suffix_mask, last):
+def fast_block(x, r, rows, prefix_index, w, heads, prefix_mask, suffix_mask, last):
     """One decoder block on the prefix rows x[:, :r] (positions 0, 1) and the equation rows
     x[:, r:] (positions 2, 3), each (members, rows, 2, d). Returns the same layout, or for the
     last block the final position of the equation rows only, (members, batch, d)."""
     d = x.shape[-1]
     split = lambda t, n: t.unflatten(-1, (n, heads, d // heads)).unbind(-3)  # n (..., heads, head_dim)
-    gather = lambda t: take(t[:, :r], prefix_index)  # prefix rows -> one per equation
+    gather = lambda t: take(t[:, :r], rows, prefix_index)  # prefix rows -> one per equation
     qkv_w, qkv_b = w["self_attn.in_proj_weight"], w["self_attn.in_proj_bias"]  # (m, 3d, d), (m, 3d)
     if last:  # keys and values everywhere, the query of position 3 only
         k, v = split(linear(x, qkv_w[:, d:], qkv_b[:, d:]), 2)
@@ -550,8 +554,9 @@ def fast_block(x, r, prefix_index, w, heads, prefix_mask, suffix_mask, last):
     return out[:, :, 0] if last else out
 
 
-def take(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """table[i, index[i]] for every member i: (members, n, ...), (members, k) -> (members, k, ...).
+def take(table: torch.Tensor, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table[rows, index], i.e. table[i, index[i]] for every member i: (members, n, ...), rows
+    (members, 1) the member numbers, index (members, k) -> (members, k, ...).
     The backward adds up the gradients of repeated rows, and the two ways of indexing differ in
     whether it does so in the same order every time. On a CPU, advanced indexing's backward splits
     the rows between threads, and a run whose rows straddle the split (the middle run of a group of
@@ -560,11 +565,10 @@ def take(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     every other run already got). On CUDA it is the other way round: index_select adds with
     atomics, advanced indexing sorts the indices."""
     if table.device.type != "cpu":
-        return table[torch.arange(len(table), device=table.device)[:, None], index]
+        return table[rows, index]
     m, n = table.shape[:2]
-    offsets = torch.arange(0, m * n, n, device=index.device)[:, None]
-    rows = table.reshape(m * n, *table.shape[2:]).index_select(0, (index + offsets).flatten())
-    return rows.view(*index.shape, *table.shape[2:])
+    picked = table.reshape(m * n, *table.shape[2:]).index_select(0, (index + rows * n).flatten())
+    return picked.view(*index.shape, *table.shape[2:])
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
