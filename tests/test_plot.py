@@ -8,7 +8,8 @@ import sys
 import matplotlib.image
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT, assert_one_error_line
+
 # Four architectures, two of them a matched deep-narrow / wide-shallow pair (4x16 ~ 1x32).
 STUDY = ["--tasks=x_plus_y,permutation", "--layers=1,4", "--dims=16,32", "--heads=2", "--seeds=2",
          "--num_steps=60", "--eval_every=10", "--prime=23", "--perm_k=3", "--batch_size=64"]
@@ -87,7 +88,8 @@ def test_runs_and_out_options(runs, tmp_path):
                           (["--runs=run_0,nowhere", f"--out={tmp_path}/new"], "--runs names 'nowhere'"),
                           ([f"--out={tmp_path}/summary.md"], "is a file")]:
         bad = script("plot.py", *args, cwd=runs)
-        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and message in bad.stderr, bad.stderr
+        assert bad.returncode == 2, bad.stderr
+        assert_one_error_line(bad.stderr, message)
         assert not os.path.exists(f"{tmp_path}/new")
 
 
