@@ -360,6 +360,28 @@ def figure_capacity(run: Run, bucket: str):
 DEPTH_MARKERS = ["o", "s", "^", "D", "v", "P"]
 
 
+def count_label(n: float) -> str:
+    """A parameter count as a tick label: 950, 20K, 1.5M."""
+    for size, suffix in ((1e6, "M"), (1e3, "K")):
+        if n >= size:
+            return f"{n / size:g}{suffix}"
+    return f"{n:g}"
+
+
+def parameter_axis(ax) -> None:
+    """The x axis as log-scaled parameter counts (call after plotting), labelled at 1, 2 and 5 x
+    10^k; a range too narrow for two of those (the demo's 108K-236K) gets round numbers between."""
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    locator = matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0))
+    if sum(low <= t <= high for t in locator.tick_values(low, high)) < 2:
+        locator = matplotlib.ticker.MaxNLocator(nbins=6)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: count_label(v)))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("parameters (log scale)")
+
+
 def figure_steps_vs_params(run: Run):
     """Figure 3: memorization and grokking step against parameter count; censored seeds open."""
     budget = run.config["num_steps"]
@@ -377,12 +399,10 @@ def figure_steps_vs_params(run: Run):
                     ax.errorbar(x, s[key][0], yerr=np.nan_to_num(s[key][1]), fmt=marker, color=color, ms=5, capsize=2)
                 if count < s["n"]:  # censored seeds: never reached within the budget
                     ax.plot(x, budget, marker=marker, mfc="none", color=color, ms=7)
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        parameter_axis(ax)
         ax.set_ylim(0, budget * 1.05)
         ax.axhline(budget, color="gray", lw=0.8, ls="--")
         ax.set_title(TASK_TITLES.get(task, task))
-        ax.set_xlabel("parameters (log scale)")
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel(STEP_LABEL)
     legend = [plt.Line2D([], [], color="tab:blue", marker="o", ls="", label="memorization (train > 99%)"),
@@ -391,10 +411,11 @@ def figure_steps_vs_params(run: Run):
               plt.Line2D([], [], color="gray", ls="--", label=f"budget ({budget} steps)")]
     legend += [plt.Line2D([], [], color="black", marker=DEPTH_MARKERS[i % 6], ls="", label=f"{d} layer" + ("s" if d > 1 else ""))
                for i, d in enumerate(depths)]
-    fig.legend(handles=legend, fontsize=8, loc="lower center", ncol=min(len(legend), 5), bbox_to_anchor=(0.5, 0))
+    # Two rows, filled column by column: the long labels pair up, and a one-task figure holds them.
+    fig.legend(handles=legend, fontsize=8, loc="lower center", ncol=math.ceil(len(legend) / 2), bbox_to_anchor=(0.5, 0))
     suptitle(fig, f"{run.label}: steps to memorization and grokking vs size (mean ± s.e. over the "
                   "seeds that reached 99%; open markers: seeds that never did)")
-    return finish(fig, f"{run.name}_steps_vs_params.png", bottom=0.1 + 0.25 * math.ceil(len(legend) / 5))
+    return finish(fig, f"{run.name}_steps_vs_params.png", bottom=0.1 + 0.25 * 2)
 
 
 def figure_heatmap(run: Run, task: str):

@@ -122,3 +122,21 @@ def test_figures_and_outputs_share_one_mean_and_standard_error():
     import plot
     import runner
     assert plot.mean_stderr is runner.mean_stderr  # tested in test_metrics.py
+
+
+@pytest.mark.parametrize("counts, expected", [((108_155, 235_931), None),  # the demo: within a factor of 2.2
+                                              ((14_487, 207_611), ["20K", "50K", "100K", "200K"]),
+                                              ((54_979, 3_187_713), ["50K", "100K", "200K", "500K", "1M", "2M"])])
+def test_the_parameter_axis_is_labelled_in_counts(counts, expected):
+    import plot
+    fig, ax = plot.plt.subplots()
+    ax.plot(counts, [1, 2], "o")
+    plot.parameter_axis(ax)
+    fig.canvas.draw()
+    low, high = ax.get_xlim()
+    labels = [t.get_text() for t, x in zip(ax.get_xticklabels(), ax.get_xticks()) if low <= x <= high]
+    plot.plt.close(fig)
+    if expected is None:
+        assert len(labels) >= 3 and all(label.endswith("K") for label in labels)
+    else:
+        assert labels == expected
