@@ -1024,15 +1024,31 @@ def results_message(info: dict) -> str:
     return str({key: value["means"] for key, value in info.items()})
 
 
+def curve_names(science: Science, c) -> list[str]:
+    """The curves evaluate() records, named as it names them (<split>_<example metric>, then the
+    model metrics), found by calling experiment.py's own functions on the first run of the study."""
+    member = Member(c.tasks[0], 0, settings(c)[0])
+    config = run_config(c, member)
+    table = science.build_table(member.task, config)
+    splits, _ = science.run_data(len(table.answers), config, 0)
+    examples = science.example_metrics(table.tokens.new_zeros(2, table.num_classes, dtype=torch.float32),
+                                       table.answers[:2])
+    a = architectures(c)[0]
+    model = science.build_model(a.layers, a.d_model, a.heads, table, 0, config)
+    weights = science.model_metrics({k: v.detach()[None] for k, v in model.named_parameters()})
+    return [f"{split}_{name}" for split in splits for name in examples] + list(weights)
+
+
 def check_headline(science: Science, c) -> None:
-    """Every headline metric must be a key of the records, checked before any training."""
+    """Every headline metric must be a key of the records, checked before any training: run_metrics
+    applied to stand-in curves of every name the study will record."""
     steps = np.array(science.evaluation_steps(c)[:3])
-    curves = {f"{s}_{n}": np.zeros(len(steps)) for s in ("train", "val", "test") for n in ("loss", "acc")}
+    curves = {name: np.zeros(len(steps)) for name in curve_names(science, c)}
     known = set(science.run_metrics(steps, curves, c.num_steps)) | {"parameter_count", "wall_time_s"}
     missing = [name for name in science.headline_metrics if name not in known]
     if missing:
-        raise UsageError(f"HEADLINE_METRICS names {missing[0]!r}, which run_metrics does not return; "
-                         f"choose from {', '.join(sorted(known))}")
+        raise UsageError(f"HEADLINE_METRICS names {missing[0]!r}, which run_metrics does not return for this "
+                         f"study; choose from {', '.join(sorted(known))}")
 
 
 # ======================================================================================

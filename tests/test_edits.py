@@ -105,13 +105,20 @@ def test_new_config_fields_and_metrics_need_no_other_change(tmp_path):
          "    optimizer = torch.optim.AdamW(params.values(),"),
         ('        "grok_delay": step_val - step_train,', '        "grok_delay": step_val - step_train,\n'
                                                          '        "peak_val_acc": float(val_acc.max()),'),
-        ('"final_val_acc": 4,', '"final_val_acc": 4, "peak_val_acc": 4,'),
+        ('            "acc": (logits.argmax(-1) == answers).to(logits.dtype)}',
+         '            "acc": (logits.argmax(-1) == answers).to(logits.dtype),\n'
+         '            "log_p": -F.cross_entropy(logits, answers, reduction="none")}'),
+        ('"final_val_acc": 4,', '"final_val_acc": 4, "peak_val_acc": 4, "final_val_log_p": 3, "final_weight_norm": 1,'),
         args=[*SHORT, "--decay_biases=0"])
-    runs, _ = outputs(f"{folder}/run")
+    runs, curves = outputs(f"{folder}/run")
     assert all(0 <= r["peak_val_acc"] <= 1 for r in runs)
+    # a new example metric is a curve per split, and its final value a metric like any other
+    np.testing.assert_allclose(curves["val_log_p"], -curves["val_loss"], rtol=1e-12)
+    assert {"train_log_p", "val_log_p"} <= set(curves)
     with open(f"{folder}/run/final_info.json") as f:
         info = json.load(f)
-    assert all("peak_val_acc_mean" in entry["means"] for entry in info.values())
+    for entry in info.values():
+        assert {"peak_val_acc_mean", "final_val_log_p_mean", "final_weight_norm_mean"} <= set(entry["means"])
     with open(f"{folder}/run/config.json") as f:
         assert json.load(f)["config"]["decay_biases"] is False
     help_text = run_script(["--help"], cwd=folder).stdout
