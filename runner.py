@@ -361,6 +361,11 @@ def resolve(science: Science, argv: list[str], environ=os.environ):
     return c, options
 
 
+def changed_fields(c) -> list[str]:
+    """The Config fields whose value differs from their default (set by a preset or an option)."""
+    return [f.name for f in dataclasses.fields(c) if getattr(c, f.name) != f.default]
+
+
 def field_comments(config_class: type) -> dict[str, str]:
     """The one-line comment beside each Config field in experiment.py (shown by --help)."""
     comments = {}
@@ -1239,7 +1244,7 @@ def write_outputs(science: Science, out_dir: str, results: list[GroupResult], ta
     } for a in archs])
     write_json(os.path.join(out_dir, "config.json"), {
         "format_version": FORMAT_VERSION, "preset": options.preset, "overrides": options.overrides,
-        "varied": [f.name for f in dataclasses.fields(c) if getattr(c, f.name) != f.default],
+        "varied": changed_fields(c),
         "axes": {name: list(axis_values(c, name)) for name in varied_axes(c)},  # beyond the architecture
         "config": dataclasses.asdict(c),
     })
@@ -1683,6 +1688,10 @@ def run_study(science: Science, c, options: Options, device: torch.device, resum
           f"{plural(c.seeds, 'seed')} = {plural(runs, 'run')} of {c.num_steps} steps, as "
           f"{plural(len(groups), 'group')} ({len(groups) * c.num_steps:,} batched steps), on {where}; {work}",
           flush=True)
+    if changed_fields(c):  # says where each value comes from: an edited default a preset overrides shows here
+        sources = [f"preset {options.preset}"] * bool(options.preset) + ["the command line"] * bool(options.overrides)
+        print("config: Config's defaults but " + " ".join(f"{n}={format_value(getattr(c, n))}" for n in changed_fields(c))
+              + f" (from {' and '.join(sources)})", flush=True)
     if len(todo) < len(groups):
         print(f"resuming: {len(groups) - len(todo)} of {plural(len(groups), 'group')} already finished in "
               f"{out_dir}/{GROUPS_DIR}", flush=True)

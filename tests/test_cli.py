@@ -180,6 +180,8 @@ def test_smoke_preset_end_to_end(tmp_path):
     assert config["preset"] == "smoke" and config["config"]["dims"] == [32]
     assert config["config"]["prime"] == 23 and config["config"]["num_steps"] == 300
     assert set(config["varied"]) == {"layers", "dims", "heads", "seeds", "num_steps", "prime", "perm_k"}
+    assert ("config: Config's defaults but layers=1,2 dims=32 heads=4 seeds=2 num_steps=300 prime=23 perm_k=4 "
+            "(from preset smoke)\n") in result.stdout  # where each value comes from, before training
     archs = json.loads((out / "architectures.json").read_text())
     assert [a["name"] for a in archs] == ["L1_D32_H4", "L2_D32_H4"]
     assert [a["bucket"] for a in archs] == ["small", "large"]
