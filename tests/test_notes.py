@@ -1,12 +1,16 @@
-"""notes.txt states run_0's numbers exactly as run_0's files hold them, and lists every figure."""
+"""run_0 is what this code computes; notes.txt states its numbers exactly as its files hold them,
+and lists every figure."""
 
 import json
 import os
 import re
 
+import numpy as np
 import pytest
 
+import experiment as ex
 import runner
+from support import run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_0 = os.path.join(ROOT, "run_0")
@@ -26,6 +30,29 @@ def run0_table(runs: list[dict]) -> str:
             cells.append(f"{mean:.{digits}f} ± {stderr:.{digits}f}")
         lines.append(f"{task:<12}" + "".join(f"{cell:>20}" for cell in cells))
     return "\n".join(lines)
+
+
+@pytest.mark.slow
+def test_run0_is_what_this_code_computes(tmp_path):
+    """run_0's command, shortened to 100 steps of x / y, trains its first 100 steps again: same
+    config, same curves (bit for bit on the CPU that made run_0; another CPU model may round
+    float32 differently, hence the tolerances, far below what a change of code path gives)."""
+    with open(os.path.join(RUN_0, "config.json")) as f:
+        saved = json.load(f)
+    c, _ = runner.resolve(ex.science(), ["--out_dir=run_0", f"--preset={saved['preset']}"], environ={})
+    assert runner.config_from_json(ex.science(), saved["config"]) == c  # the baseline preset still means run_0
+    out = tmp_path / "run"
+    result = run_script([f"--out_dir={out}", f"--preset={saved['preset']}", "--tasks=x_div_y", "--num_steps=100"])
+    assert result.returncode == 0, result.stderr
+    assert "forward of L2_D128_H4: fast" in result.stdout  # run_0's path (provenance.json)
+    with open(os.path.join(RUN_0, "runs.json")) as f:
+        rows = [i for i, r in enumerate(json.load(f)) if r["task"] == "x_div_y"]
+    again, run0 = np.load(out / "curves.npz"), np.load(os.path.join(RUN_0, "curves.npz"))
+    assert list(again["step"]) == list(run0["step"][:10])
+    for name in ("train_loss", "val_loss", "weight_norm"):
+        np.testing.assert_allclose(again[name], run0[name][rows, :10], rtol=1e-4, err_msg=name)
+    for name in ("train_acc", "val_acc"):
+        np.testing.assert_allclose(again[name], run0[name][rows, :10], rtol=0, atol=2e-3, err_msg=name)
 
 
 @pytest.fixture(scope="module")
