@@ -1457,7 +1457,21 @@ def train_groups_ray(science: Science, groups: list[Group], choices: dict, c, op
 # Main: the output folder, progress, interruptions and errors
 # ======================================================================================
 
-CPU_FLOPS_ESTIMATE = 50e9  # sustained FLOP/s of the fast forward on a 2-core CPU (measured 20-75)
+# The time a group takes on a 2-core CPU, as fitted to the committed studies' group times (within
+# 12% for groups of 30 seconds to 50 minutes): its matmuls at CPU_FLOPS_ESTIMATE, plus a fixed cost
+# per member, step and block (small models spend most of their time outside the matmuls).
+CPU_FLOPS_ESTIMATE = 80e9  # FLOP/s of the fast forward's matmuls
+CPU_BLOCK_STEP_FLOPS = 1.6e8  # one member's step through one block besides its matmuls (2 ms), in FLOP at that rate
+CPU_WARNING_S = 7200  # a study estimated longer than this on a CPU gets a warning before it starts
+
+
+def group_cost(group: Group, tables: dict, c, evaluations: int, device: torch.device) -> float:
+    """What weighs a group's share of the study's time, in FLOP: on a CPU its FLOPs and the fixed
+    cost of its member-steps; elsewhere (not measured) its FLOPs alone."""
+    flops = group_flops(group, tables, c, evaluations)
+    if device.type != "cpu":
+        return flops
+    return flops + CPU_BLOCK_STEP_FLOPS * c.num_steps * len(group.members) * group.arch.layers
 
 
 def plural(n: int, noun: str) -> str:
@@ -1582,7 +1596,7 @@ class Progress:
         self.bar = None
         if sys.stderr.isatty():
             from tqdm import tqdm
-            self.bar = tqdm(total=self.total, unit="FLOP", unit_scale=True, dynamic_ncols=True, mininterval=0.5,
+            self.bar = tqdm(total=self.total, unit_scale=True, dynamic_ncols=True, mininterval=0.5,
                             smoothing=0.05, bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
 
     def update(self, group: Group, fraction: float) -> None:
@@ -1677,9 +1691,10 @@ def run_study(science: Science, c, options: Options, device: torch.device, resum
         if options.save_models and saved[g.name] and not os.path.exists(group_path(out_dir, g, MODELS_DIR)):
             saved[g.name] = None
     todo = [g for g in groups if not saved[g.name]]
-    costs = {g.name: group_flops(g, tables, c, len(steps)) for g in todo}
+    flops = sum(group_flops(g, tables, c, len(steps)) for g in todo)
+    costs = {g.name: group_cost(g, tables, c, len(steps), device) for g in todo}
     work = "nothing left to train" if not todo else (
-        f"about {sum(costs.values()) / 1e12:.1f} TFLOP {'left ' if len(todo) < len(groups) else ''}to train")
+        f"about {flops / 1e12:.1f} TFLOP {'left ' if len(todo) < len(groups) else ''}to train")
     runs = sum(len(g.members) for g in groups)
     varied = "".join(f" x {len(axis_values(c, a))} {a}" for a in varied_axes(c))
     where = device_name(device) if options.backend == "local" else \
@@ -1695,10 +1710,12 @@ def run_study(science: Science, c, options: Options, device: torch.device, resum
     if len(todo) < len(groups):
         print(f"resuming: {len(groups) - len(todo)} of {plural(len(groups), 'group')} already finished in "
               f"{out_dir}/{GROUPS_DIR}", flush=True)
-    if options.backend == "local" and device.type == "cpu" and sum(costs.values()) / CPU_FLOPS_ESTIMATE > 1800:
-        hours = sum(costs.values()) / CPU_FLOPS_ESTIMATE / 3600
-        print(f"warning: this study needs roughly {hours:.1f} h on this CPU; use a GPU, or "
-              "--preset=demo / --preset=smoke, or fewer --layers/--dims/--heads/--seeds", flush=True)
+    seconds = sum(costs.values()) / CPU_FLOPS_ESTIMATE
+    if options.backend == "local" and device.type == "cpu" and seconds > CPU_WARNING_S:
+        span = f"{seconds / 3600:.1f} hours" if seconds < 2 * 86400 else f"{seconds / 86400:.0f} days"
+        print(f"warning: this study needs roughly {span} on 2 CPU cores (the AI-Scientist harness stops a run "
+              "after 2 hours); use a GPU, or --preset=demo / --preset=smoke, or fewer --layers/--dims/--heads/--seeds",
+              flush=True)
     choices = choose_forwards(science, todo, tables, c, options.forward)
     progress, ran_on, finished = Progress(costs), {}, {name: r for name, r in saved.items() if r}
     try:

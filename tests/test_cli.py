@@ -222,3 +222,29 @@ def test_a_log_gets_progress_lines_inside_a_long_group(monkeypatch, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("progress: 0/2 groups (38%, L2_D128_H4 50% done), 0:00 elapsed, about ")
     assert lines[1].startswith("progress: 1/2 groups (75%), ")
+
+
+def cpu_minutes(args: list[str]) -> float:
+    """The time the cost model behind progress and the long-study warning gives a study on a CPU."""
+    c, _ = runner.resolve(SCIENCE, ["--out_dir=run", *args], environ={})
+    tables = runner.build_tables(SCIENCE, c)
+    evaluations = len(ex.evaluation_steps(c))
+    costs = [runner.group_cost(g, tables, c, evaluations, runner.torch.device("cpu"))
+             for g in runner.plan_groups(c, tables)]
+    return sum(costs) / runner.CPU_FLOPS_ESTIMATE / 60
+
+
+def test_the_cost_model_gives_the_times_the_readme_states():
+    """Measured on 2 cores: demo 2.5 min, capacity_cpu 37 min, baseline 67-90 min; the full study days."""
+    assert 1.5 < cpu_minutes(["--preset=demo"]) < 3
+    assert 30 < cpu_minutes(["--preset=capacity_cpu"]) < 45
+    assert 60 < cpu_minutes(["--preset=baseline"]) < 90
+    assert cpu_minutes([]) > 2 * 24 * 60
+
+
+def test_a_study_too_long_for_the_cpu_is_announced(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "CPU_WARNING_S", 0.0)
+    code, stdout, _ = main_in_process(SCIENCE, [f"--out_dir={tmp_path / 'run'}", *TINY, "--device=cpu"],
+                                      monkeypatch, capsys)
+    assert code == 0
+    assert "warning: this study needs roughly 0.0 hours on 2 CPU cores (the AI-Scientist harness stops" in stdout
