@@ -346,9 +346,10 @@ THRESHOLD = 0.99  # "reached" means accuracy strictly above 99%
 
 
 def evaluation_steps(c: Config) -> list[int]:
-    """Steps after which a run is evaluated, always ending with the last step: every eval_every
-    steps (linear), or eval_points_per_decade steps per factor of 10 rounded to whole steps,
-    duplicates dropped (log: 100k-step runs with a few hundred evaluations)."""
+    """Steps after which a run is evaluated, increasing and ending with the last step (a step 0
+    would evaluate the untrained models): every eval_every steps (linear), or eval_points_per_decade
+    steps per factor of 10 rounded to whole steps, duplicates dropped (log: 100k-step runs with a
+    few hundred evaluations)."""
     if c.eval_schedule == "log":
         points = math.ceil(math.log10(c.num_steps) * c.eval_points_per_decade)
         steps = sorted({min(round(10 ** (k / c.eval_points_per_decade)), c.num_steps) for k in range(points + 1)})

@@ -70,7 +70,7 @@ class Science:
     build_model: Callable  # (layers, d_model, heads, table, seed, run config) -> nn.Module, tokens (batch, seq) -> logits (batch, classes)
     make_optimizer: Callable  # ({name: (members, ...)}, run config) -> (optimizer, schedule)
     train_step: Callable  # (forward, optimizer, schedule, tokens, answers) -> None
-    evaluation_steps: Callable  # (config) -> steps after which runs are evaluated
+    evaluation_steps: Callable  # (config) -> increasing steps after which runs are evaluated (0: before training)
     example_metrics: Callable  # one run's (logits, answers) -> {name: (rows,)}, averaged per split
     model_metrics: Callable  # ({name: (members, ...)}) -> {curve name: (members,)}
     run_metrics: Callable  # (steps, {curve: (evals,)}, num_steps) -> {metric: value}
@@ -844,10 +844,11 @@ def train_group(science: Science, group: Group, tables: dict, c, device: torch.d
     steps = science.evaluation_steps(c)
     curves, eval_time, next_eval = {}, 0.0, 0
     step_forward = lambda tokens: forward(params, tokens)
-    for step in range(c.num_steps):
-        tokens, answers = data.batch(step)
-        science.train_step(step_forward, optimizer, schedule, tokens, answers)
-        if step + 1 == steps[next_eval]:
+    for step in range(c.num_steps + 1):  # `step` steps done: evaluate if due, then take the next one
+        if step > 0:
+            tokens, answers = data.batch(step - 1)
+            science.train_step(step_forward, optimizer, schedule, tokens, answers)
+        if next_eval < len(steps) and step == steps[next_eval]:
             synchronize(device)
             eval_start = time.perf_counter()
             model.eval()
@@ -859,7 +860,7 @@ def train_group(science: Science, group: Group, tables: dict, c, device: torch.d
             eval_time += time.perf_counter() - eval_start
             next_eval += 1
             if on_eval is not None:
-                on_eval(step + 1)
+                on_eval(step)
     result = GroupResult(group, np.array(steps), {k: v.cpu().numpy() for k, v in curves.items()},
                          time.perf_counter() - start, eval_time, choice.forward)
     return result, params
@@ -1042,6 +1043,16 @@ def curve_names(science: Science, c) -> list[str]:
     model = science.build_model(a.layers, a.d_model, a.heads, table, 0, config)
     weights = science.model_metrics({k: v.detach()[None] for k, v in model.named_parameters()})
     return [f"{split}_{name}" for split in splits for name in examples] + list(weights)
+
+
+def check_evaluation_steps(science: Science, c) -> None:
+    """The evaluation steps must rise strictly from 0 or later to num_steps, whole numbers."""
+    steps = science.evaluation_steps(c)
+    if not (len(steps) and all(isinstance(s, (int, np.integer)) for s in steps) and steps[-1] == c.num_steps
+            and steps[0] >= 0 and all(a < b for a, b in zip(steps, steps[1:]))):
+        shown = ", ".join(map(str, steps[:4])) + (", ..., " + str(steps[-1]) if len(steps) > 4 else "")
+        raise UsageError(f"evaluation_steps gives [{shown}]; it must give whole steps in increasing order, from 0 "
+                         f"(before training) or later, ending with num_steps ({c.num_steps})")
 
 
 def check_headline(science: Science, c) -> None:
@@ -1641,6 +1652,7 @@ def main(science: Science, argv: list[str] | None = None) -> int:
             print("\n".join(run_query(science, *split_arguments(argv))))
             return 0
         c, options = resolve(science, argv)
+        check_evaluation_steps(science, c)
         check_headline(science, c)
         # With Ray the workers pick their device (the GPU Ray gives a task, if any); the driver only plans.
         device = resolve_device(options.device) if options.backend == "local" else torch.device("cpu")

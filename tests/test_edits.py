@@ -148,6 +148,22 @@ def test_a_config_axis_the_model_reads_is_swept_in_one_study(tmp_path, unedited)
         assert same == (r["dropout"] == 0.0), r  # dropout 0 is the unedited model; 0.3 is not
 
 
+def test_an_evaluation_before_training_is_step_0(tmp_path, unedited):
+    steps_line = "    return steps if steps and steps[-1] == c.num_steps else steps + [c.num_steps]\n"
+    folder, _ = run_edited(tmp_path, "step0", (steps_line, "    steps = [0] + steps\n" + steps_line))
+    runs, curves = outputs(f"{folder}/run")
+    plain_curves = unedited[1]
+    assert list(curves["step"]) == [0] + list(plain_curves["step"])
+    for name, values in plain_curves.items():  # evaluating first changes nothing that follows
+        if name != "step":
+            np.testing.assert_array_equal(curves[name][:, 1:], values, err_msg=name)
+    assert (curves["train_acc"][:, 0] < 0.5).all()  # the untrained models
+    edit(folder, "    steps = [0] + steps\n", "    steps = [5, 0] + steps\n")
+    result = run_script(["--out_dir=other", *SHORT], cwd=folder)
+    assert result.returncode == 2 and result.stderr.startswith(
+        "error: evaluation_steps gives [5, 0, 10, 20, ..., 30]; it must give whole steps in increasing order")
+
+
 def test_a_headline_metric_nobody_computes_is_refused_before_training(tmp_path):
     folder = copy_project(tmp_path / "typo")
     edit(folder, '"final_val_acc": 4,', '"final_val_accuracy": 4,')
