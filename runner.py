@@ -694,7 +694,12 @@ def check_forward(science: Science, group: Group, tables: dict, c, requested: st
                                    "runs its members one after another")
     reference = make_forward(forward, model, group.arch, "cpu", torch.float64)
     with torch.no_grad():
-        random = not torch.equal(reference(params, small[0]), reference(params, small[0]))
+        logits = reference(params, small[0])
+        random = not torch.equal(logits, reference(params, small[0]))
+    expected = (small[0].shape[1], tables[members[0].task, members[0].setting].num_classes)
+    if tuple(logits.shape[1:]) != expected:  # the loss, the evaluation and --query all read (batch, classes)
+        raise ValueError(f"the model maps tokens of shape {tuple(small[0].shape[1:])} to logits of shape "
+                         f"{tuple(logits.shape[1:])}; it must return (batch, classes) = {expected}")
     model.eval()
     independent = steps_are_independent(science, run_config(c, members[0]), reference, params, *small)
     model.train()

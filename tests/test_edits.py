@@ -164,6 +164,16 @@ def test_an_evaluation_before_training_is_step_0(tmp_path, unedited):
         "error: evaluation_steps gives [5, 0, 10, 20, ..., 30]; it must give whole steps in increasing order")
 
 
+def test_a_model_with_the_wrong_output_shape_is_named_before_training(tmp_path):
+    folder = copy_project(tmp_path / "shape")
+    edit(folder, "self.head(self.norm(self.blocks(x))[:, -1])", "self.head(self.norm(self.blocks(x)))")
+    result = run_script(["--out_dir=run", *SHORT], cwd=folder)
+    assert result.returncode == 1 and "forward of" not in result.stdout  # stopped before any training
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: ValueError: the model maps tokens of shape (8, 4) to logits of shape (8, 4, 23); it must return "
+        "(batch, classes) = (8, 23)")
+
+
 def test_a_headline_metric_nobody_computes_is_refused_before_training(tmp_path):
     folder = copy_project(tmp_path / "typo")
     edit(folder, '"final_val_acc": 4,', '"final_val_accuracy": 4,')
