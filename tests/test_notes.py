@@ -1,5 +1,5 @@
-"""run_0 is what this code computes; notes.txt states its numbers exactly as its files hold them,
-and lists every figure."""
+"""run_0 is what this code computes; notes.txt states its numbers and those of the CPU studies
+exactly as their files hold them, and lists every figure."""
 
 import json
 import os
@@ -87,3 +87,32 @@ def test_every_figure_of_plot_py_is_described(notes):
     assert names == set(described)
     for pattern in described.values():
         assert pattern in notes
+
+
+def test_the_cpu_studies_numbers_match_their_files(notes):
+    """The demo's and capacity_cpu's numbers in notes.txt are those of studies/demo and
+    studies/capacity_cpu."""
+    with open(os.path.join(ROOT, "studies", "capacity_cpu", "runs.json")) as f:
+        runs = json.load(f)
+    assert f"Grokked: {sum(r['grokked'] for r in runs)} of {len(runs)} runs" in notes
+    rows = re.findall(r"^ +(\d)x64, (\d) heads +(.*)$", notes, flags=re.M)
+    assert len(rows) == 6
+    for layers, heads, cells in rows:
+        expected = []
+        for task in ("x_div_y", "x_minus_y"):
+            for step, reached in (("step_train_acc_99", "memorized"), ("step_val_acc_99", "grokked")):
+                values = [r[step] for r in runs if (r["layers"], r["d_model"], r["heads"], r["task"], r[reached])
+                          == (int(layers), 64, int(heads), task, 1)]
+                mean, stderr = runner.mean_stderr(values)
+                expected.append(f"{mean:.0f} ± {stderr:.0f}" if len(values) == 3 else f"{mean:.0f} ({len(values)}/3)")
+        assert re.findall(r"\d+ ± \d+|\d+ \(\d/3\)", cells) == expected, (layers, heads)
+    folder = os.path.join(ROOT, "studies", "demo")
+    with open(os.path.join(folder, "runs.json")) as f:
+        demo = json.load(f)
+    curves = np.load(os.path.join(folder, "curves.npz"))
+    stated = re.findall(r"(\d)x(\d+) seed (\d): M (\d+), val acc ([\d.]+)(?: at 2M)?, G (\d+)", notes)
+    assert len(stated) == len(demo) == 4
+    for layers, d_model, seed, m, accuracy, g in stated:
+        i = next(i for i, r in enumerate(demo) if (r["layers"], r["d_model"], r["seed"]) == (int(layers), int(d_model), int(seed)))
+        at_2m = curves["val_acc"][i, list(curves["step"]).index(2 * int(m))]
+        assert (demo[i]["step_train_acc_99"], f"{at_2m:.3f}", demo[i]["step_val_acc_99"]) == (int(m), accuracy, int(g))
