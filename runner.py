@@ -1099,8 +1099,22 @@ def write_atomic(path: str, data: bytes) -> None:
         raise
 
 
+def plain(obj):
+    """JSON's own types: NumPy numbers and arrays as Python numbers and lists, tuples as lists,
+    NaN and infinities (which JSON lacks) as null."""
+    if isinstance(obj, dict):
+        return {key: plain(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [plain(value) for value in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: str, obj) -> None:
-    write_atomic(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode())
+    write_atomic(path, (json.dumps(plain(obj), indent=1, allow_nan=False) + "\n").encode())
 
 
 def write_npz(path: str, **arrays) -> None:

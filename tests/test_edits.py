@@ -104,7 +104,9 @@ def test_new_config_fields_and_metrics_need_no_other_change(tmp_path):
          "    params = params if c.decay_biases else {k: v for k, v in params.items() if not k.endswith('bias')}\n"
          "    optimizer = torch.optim.AdamW(params.values(),"),
         ('        "grok_delay": step_val - step_train,', '        "grok_delay": step_val - step_train,\n'
-                                                         '        "peak_val_acc": float(val_acc.max()),'),
+                                                         '        "peak_val_acc": float(val_acc.max()),\n'
+                                                         '        "peak_step": steps[val_acc.argmax()],\n'
+                                                         '        "undefined": np.nan,'),
         ('            "acc": (logits.argmax(-1) == answers).to(logits.dtype)}',
          '            "acc": (logits.argmax(-1) == answers).to(logits.dtype),\n'
          '            "log_p": -F.cross_entropy(logits, answers, reduction="none")}'),
@@ -112,6 +114,8 @@ def test_new_config_fields_and_metrics_need_no_other_change(tmp_path):
         args=[*SHORT, "--decay_biases=0"])
     runs, curves = outputs(f"{folder}/run")
     assert all(0 <= r["peak_val_acc"] <= 1 for r in runs)
+    # NumPy numbers are saved as JSON numbers, NaN (which JSON lacks) as null
+    assert all(type(r["peak_step"]) is int and r["undefined"] is None for r in runs)
     # a new example metric is a curve per split, and its final value a metric like any other
     np.testing.assert_allclose(curves["val_log_p"], -curves["val_loss"], rtol=1e-12)
     assert {"train_log_p", "val_log_p"} <= set(curves)
