@@ -1065,11 +1065,16 @@ def check_headline(science: Science, c) -> None:
     applied to stand-in curves of every name the study will record."""
     steps = np.array(science.evaluation_steps(c)[:3])
     curves = {name: np.zeros(len(steps)) for name in curve_names(science, c)}
-    known = set(science.run_metrics(steps, curves, c.num_steps)) | {"parameter_count", "wall_time_s"}
+    metrics = science.run_metrics(steps, curves, c.num_steps)
+    known = set(metrics) | {"parameter_count", "wall_time_s"}
     missing = [name for name in science.headline_metrics if name not in known]
     if missing:
         raise UsageError(f"HEADLINE_METRICS names {missing[0]!r}, which run_metrics does not return for this "
                          f"study; choose from {', '.join(sorted(known))}")
+    for name in science.headline_metrics:  # averaged over seeds: a number, or None where undefined
+        if not (metrics.get(name) is None or isinstance(metrics[name], (int, float, np.number, np.bool_))):
+            raise UsageError(f"HEADLINE_METRICS names {name!r}, whose value is {type(metrics[name]).__name__}, "
+                             "not a number; final_info.json averages it over seeds")
 
 
 # ======================================================================================

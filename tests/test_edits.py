@@ -184,6 +184,12 @@ def test_a_headline_metric_nobody_computes_is_refused_before_training(tmp_path):
     result = run_script(["--out_dir=run", *SHORT], cwd=folder)
     assert result.returncode == 2
     assert result.stderr.startswith("error: HEADLINE_METRICS names 'final_val_accuracy', which run_metrics does not return")
+    edit(folder, '"final_val_accuracy": 4,', '"final_val_acc": 4, "phase": 0,')
+    edit(folder, '        "grok_delay": step_val - step_train,', '        "grok_delay": step_val - step_train,\n'
+                                                                   '        "phase": "memorized" if step_train < num_steps else "not yet",')
+    result = run_script(["--out_dir=run", *SHORT], cwd=folder)
+    assert result.returncode == 2 and result.stderr == (
+        "error: HEADLINE_METRICS names 'phase', whose value is str, not a number; final_info.json averages it over seeds\n")
 
 
 def test_float64_fast_and_generic_runs_give_the_same_curves(tmp_path, unedited):
