@@ -804,6 +804,11 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def curve_name(split: str, example_metric: str) -> str:
+    """The name of the curve of an example metric averaged over a split, e.g. val_acc."""
+    return f"{split}_{example_metric}"
+
+
 @torch.no_grad()
 def evaluate(science: Science, forward: Callable, params: dict, data: GroupData, d_model: int) -> dict:
     """Curves of every member at this point: each example metric averaged over each full split
@@ -823,7 +828,7 @@ def evaluate(science: Science, forward: Callable, params: dict, data: GroupData,
                     total = sums.setdefault((split, name), data.split_sizes.new_zeros(data.split_sizes.shape[1]))
                     total[members] += (values.double() * mask).sum(1)
     names = list(dict.fromkeys(name for _, name in sums))
-    curves = {f"{split}_{name}": sums[split, name] / data.split_sizes[s]
+    curves = {curve_name(split, name): sums[split, name] / data.split_sizes[s]
               for s, split in enumerate(data.split_names) for name in names}
     return {**curves, **{k: v.double() for k, v in science.model_metrics(params).items()}}
 
@@ -853,7 +858,7 @@ def train_group(science: Science, group: Group, tables: dict, c, device: torch.d
         if step > 0:
             tokens, answers = data.batch(step - 1)
             science.train_step(step_forward, optimizer, schedule, tokens, answers)
-        if next_eval < len(steps) and step == steps[next_eval]:
+        if step == steps[next_eval]:  # the last is num_steps (check_evaluation_steps)
             synchronize(device)
             eval_start = time.perf_counter()
             model.eval()
@@ -1047,7 +1052,7 @@ def curve_names(science: Science, c) -> list[str]:
     a = architectures(c)[0]
     model = science.build_model(a.layers, a.d_model, a.heads, table, 0, config)
     weights = science.model_metrics({k: v.detach()[None] for k, v in model.named_parameters()})
-    return [f"{split}_{name}" for split in splits for name in examples] + list(weights)
+    return [curve_name(split, name) for split in splits for name in examples] + list(weights)
 
 
 def check_evaluation_steps(science: Science, c) -> None:
@@ -1500,10 +1505,9 @@ CPU_BLOCK_STEP_FLOPS = 1.6e8  # one member's step through one block besides its 
 CPU_WARNING_S = 7200  # a study estimated longer than this on a CPU gets a warning before it starts
 
 
-def group_cost(group: Group, tables: dict, c, evaluations: int, device: torch.device) -> float:
-    """What weighs a group's share of the study's time, in FLOP: on a CPU its FLOPs and the fixed
-    cost of its member-steps; elsewhere (not measured) its FLOPs alone."""
-    flops = group_flops(group, tables, c, evaluations)
+def group_cost(group: Group, flops: float, c, device: torch.device) -> float:
+    """What weighs a group's share of the study's time, in FLOP: on a CPU its FLOPs (group_flops)
+    and the fixed cost of its member-steps; elsewhere (not measured) its FLOPs alone."""
     if device.type != "cpu":
         return flops
     return flops + CPU_BLOCK_STEP_FLOPS * c.num_steps * len(group.members) * group.arch.layers
@@ -1727,10 +1731,10 @@ def run_study(science: Science, c, options: Options, device: torch.device, resum
         if options.save_models and saved[g.name] and not os.path.exists(group_path(out_dir, g, MODELS_DIR)):
             saved[g.name] = None
     todo = [g for g in groups if not saved[g.name]]
-    flops = sum(group_flops(g, tables, c, len(steps)) for g in todo)
-    costs = {g.name: group_cost(g, tables, c, len(steps), device) for g in todo}
+    flops = {g.name: group_flops(g, tables, c, len(steps)) for g in todo}
+    costs = {g.name: group_cost(g, flops[g.name], c, device) for g in todo}
     work = "nothing left to train" if not todo else (
-        f"about {flops / 1e12:.1f} TFLOP {'left ' if len(todo) < len(groups) else ''}to train")
+        f"about {sum(flops.values()) / 1e12:.1f} TFLOP {'left ' if len(todo) < len(groups) else ''}to train")
     runs = sum(len(g.members) for g in groups)
     varied = "".join(f" x {len(axis_values(c, a))} {a}" for a in varied_axes(c))
     where = device_name(device) if options.backend == "local" else \
@@ -1739,9 +1743,10 @@ def run_study(science: Science, c, options: Options, device: torch.device, resum
           f"{plural(c.seeds, 'seed')} = {plural(runs, 'run')} of {c.num_steps} steps, as "
           f"{plural(len(groups), 'group')} ({len(groups) * c.num_steps:,} batched steps), on {where}; {work}",
           flush=True)
-    if changed_fields(c):  # says where each value comes from: an edited default a preset overrides shows here
+    changed = changed_fields(c)
+    if changed:  # says where each value comes from: an edited default a preset overrides shows here
         sources = [f"preset {options.preset}"] * bool(options.preset) + ["the command line"] * bool(options.overrides)
-        print("config: Config's defaults but " + " ".join(f"{n}={format_value(getattr(c, n))}" for n in changed_fields(c))
+        print("config: Config's defaults but " + " ".join(f"{n}={format_value(getattr(c, n))}" for n in changed)
               + f" (from {' and '.join(sources)})", flush=True)
     if len(todo) < len(groups):
         print(f"resuming: {len(groups) - len(todo)} of {plural(len(groups), 'group')} already finished in "

@@ -229,7 +229,7 @@ def cpu_minutes(args: list[str]) -> float:
     c, _ = runner.resolve(SCIENCE, ["--out_dir=run", *args], environ={})
     tables = runner.build_tables(SCIENCE, c)
     evaluations = len(ex.evaluation_steps(c))
-    costs = [runner.group_cost(g, tables, c, evaluations, runner.torch.device("cpu"))
+    costs = [runner.group_cost(g, runner.group_flops(g, tables, c, evaluations), c, runner.torch.device("cpu"))
              for g in runner.plan_groups(c, tables)]
     return sum(costs) / runner.CPU_FLOPS_ESTIMATE / 60
 
