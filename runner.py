@@ -1505,12 +1505,21 @@ CPU_BLOCK_STEP_FLOPS = 1.6e8  # one member's step through one block besides its 
 CPU_WARNING_S = 7200  # a study estimated longer than this on a CPU gets a warning before it starts
 
 
-def group_cost(group: Group, flops: float, c, device: torch.device) -> float:
-    """What weighs a group's share of the study's time, in FLOP: on a CPU its FLOPs (group_flops)
-    and the fixed cost of its member-steps; elsewhere (not measured) its FLOPs alone."""
-    if device.type != "cpu":
-        return flops
-    return flops + CPU_BLOCK_STEP_FLOPS * c.num_steps * len(group.members) * group.arch.layers
+def study_costs(groups: list[Group], tables: dict, c, evaluations: int, device: torch.device) -> tuple[float, dict]:
+    """The FLOPs of training these groups, and what weighs each group's share of the study's time,
+    in FLOP: on a CPU its FLOPs and the fixed cost of its member-steps; elsewhere (not measured)
+    its FLOPs alone."""
+    flops, costs = 0.0, {}
+    for g in groups:
+        group = group_flops(g, tables, c, evaluations)
+        fixed = CPU_BLOCK_STEP_FLOPS * c.num_steps * len(g.members) * g.arch.layers if device.type == "cpu" else 0.0
+        flops, costs[g.name] = flops + group, group + fixed
+    return flops, costs
+
+
+def cpu_seconds(costs: dict) -> float:
+    """The time the groups of these costs (study_costs) take on 2 CPU cores."""
+    return sum(costs.values()) / CPU_FLOPS_ESTIMATE
 
 
 def plural(n: int, noun: str) -> str:
@@ -1731,10 +1740,9 @@ def run_study(science: Science, c, options: Options, device: torch.device, resum
         if options.save_models and saved[g.name] and not os.path.exists(group_path(out_dir, g, MODELS_DIR)):
             saved[g.name] = None
     todo = [g for g in groups if not saved[g.name]]
-    flops = {g.name: group_flops(g, tables, c, len(steps)) for g in todo}
-    costs = {g.name: group_cost(g, flops[g.name], c, device) for g in todo}
+    flops, costs = study_costs(todo, tables, c, len(steps), device)
     work = "nothing left to train" if not todo else (
-        f"about {sum(flops.values()) / 1e12:.1f} TFLOP {'left ' if len(todo) < len(groups) else ''}to train")
+        f"about {flops / 1e12:.1f} TFLOP {'left ' if len(todo) < len(groups) else ''}to train")
     runs = sum(len(g.members) for g in groups)
     varied = "".join(f" x {len(axis_values(c, a))} {a}" for a in varied_axes(c))
     where = device_name(device) if options.backend == "local" else \
@@ -1751,7 +1759,7 @@ def run_study(science: Science, c, options: Options, device: torch.device, resum
     if len(todo) < len(groups):
         print(f"resuming: {len(groups) - len(todo)} of {plural(len(groups), 'group')} already finished in "
               f"{out_dir}/{GROUPS_DIR}", flush=True)
-    seconds = sum(costs.values()) / CPU_FLOPS_ESTIMATE
+    seconds = cpu_seconds(costs)
     if options.backend == "local" and device.type == "cpu" and seconds > CPU_WARNING_S:
         span = f"{seconds / 3600:.1f} hours" if seconds < 2 * 86400 else f"{seconds / 86400:.0f} days"
         print(f"warning: this study needs roughly {span} on 2 CPU cores (the AI-Scientist harness stops a run "

@@ -229,9 +229,8 @@ def cpu_minutes(args: list[str]) -> float:
     c, _ = runner.resolve(SCIENCE, ["--out_dir=run", *args], environ={})
     tables = runner.build_tables(SCIENCE, c)
     evaluations = len(ex.evaluation_steps(c))
-    costs = [runner.group_cost(g, runner.group_flops(g, tables, c, evaluations), c, runner.torch.device("cpu"))
-             for g in runner.plan_groups(c, tables)]
-    return sum(costs) / runner.CPU_FLOPS_ESTIMATE / 60
+    _, costs = runner.study_costs(runner.plan_groups(c, tables), tables, c, evaluations, runner.torch.device("cpu"))
+    return runner.cpu_seconds(costs) / 60
 
 
 def test_the_cost_model_gives_the_times_the_readme_states():
