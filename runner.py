@@ -1602,8 +1602,10 @@ def group_summary(science: Science, result: GroupResult, c) -> str:
     return f"{result.group.name}: " + "; ".join(parts) + f"  [{result.wall_time_s:.0f} s]" + warning
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived: stop where we are; finished groups are already saved."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: stop where we are; finished groups are already saved. Not an
+    Exception (as KeyboardInterrupt is not), so that no `except Exception` on the way, such as the
+    forward check's, takes it for an error of the code it guards and carries on."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)

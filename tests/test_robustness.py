@@ -15,7 +15,7 @@ import torch
 
 import experiment as ex
 import runner
-from support import ROOT, clean_environment
+from support import ROOT, clean_environment, main_in_process
 
 SCIENCE = ex.science()
 # Three groups of a few seconds each: the first is saved well before the last ends.
@@ -96,6 +96,27 @@ def test_interrupted_study_resumes_to_the_same_results(uninterrupted, tmp_path, 
     assert "resuming: 1 of 3 groups" in result.stdout or "resuming: 2 of 3 groups" in result.stdout
     assert metrics(out) == metrics(uninterrupted)
     assert not [n for n in os.listdir(out) + os.listdir(out / runner.GROUPS_DIR) if n.endswith(".tmp")]
+
+
+def test_a_signal_during_the_forward_check_stops_the_study(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the fast forward is being checked: the study stops there (the check's own
+    error handling once took the interruption for a forward that does not apply, and trained on)."""
+    check = runner.forward_difference
+
+    def interrupted_check(*args):
+        os.kill(os.getpid(), signal.SIGINT)  # delivered to the handler main() installs, as from a terminal
+        return check(*args)
+
+    monkeypatch.setattr(runner, "forward_difference", interrupted_check)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code, stdout, stderr = main_in_process(SCIENCE, [f"--out_dir={tmp_path / 'run'}", *STUDY], monkeypatch, capsys)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    assert code == 130, stderr
+    assert "interrupted by SIGINT: 0 finished groups kept" in stderr and "resume with:" in stderr
+    assert "forward of" not in stdout and not os.path.exists(tmp_path / "run" / "final_info.json")
 
 
 def finished_copy(uninterrupted, tmp_path):
