@@ -4,7 +4,7 @@ This file is the science, top to bottom: the study's config and presets, the fou
 (one plain nn.Module for one run), the loss, optimizer and training step, and the metrics. What
 you read here is what trains: edit any of it and run it. The machinery (command line, output
 folder and resume, training many runs as one batched model, the evaluation loop, outputs, saved
-models, Ray) is in runner.py, which never imports this file.
+models, Ray) is in the package runner/, which never imports this file.
 
     python experiment.py --out_dir=run_0                      # the full study (GPU work)
     python experiment.py --out_dir=run_0 --preset=baseline    # the template's baseline, 3 seeds
@@ -14,6 +14,7 @@ models, Ray) is in runner.py, which never imports this file.
     python experiment.py --out_dir=run_2 --preset=batch_size  # batch 64..512 on x/y, 100k steps (GPU)
     python experiment.py --query=run_3 --task=x_plus_y --arch=L2_D128_H4 --seed=0 30+74 5+3
     python experiment.py --help                                # every option, with its default
+    python experiment.py --make_template=DIR --preset=capacity_cpu  # a folder for the AI-Scientist harness
 
 The default study: layers {1,2,4} x d_model {64,128,256} x heads {2,4,8} (27 architectures) on
 x+y, x-y, x/y (mod 97) and composition in S5, 5 seeds each: 540 runs of 7500 AdamW steps, about
@@ -27,13 +28,34 @@ stepped by one optimizer; the plain model runs over the members with torch.func.
 hand-written forward of the template's architecture (about 2x faster) is used only when a float64
 check at start proves it equal to the plain model, so an edited model trains as edited.
 
+Reading the results (the definitions a write-up needs; notes.txt has them at length):
+- A run is one task x architecture x seed (x setting). Runs with one seed share the split and the
+  batches across architectures, so architectures are compared by pairs of runs (exact sign test:
+  pairs, wins, losses, ties, p), never by means of unpaired runs alone.
+- Evaluation is on the full training and validation splits every eval_every steps. "Reached"
+  means accuracy strictly above 0.99: step_train_acc_99 (memorization), step_val_acc_99
+  (grokking); also at 0.5 and 0.9 (step_val_acc_50, step_val_acc_90, ...). A run that never
+  reaches a threshold is censored at the budget: its step is num_steps, and grokked = 0.
+  plot.py reports restricted means up to the budget with k/n, medians, Kaplan-Meier curves.
+- Regimes: groks (validation > 99%), memorizes only, fails to fit (neither), diverged (NaN loss).
+- Drops after grokking: val_only_drops_after_grok (training accuracy held: generalization lost),
+  joint_drops_after_grok (training accuracy fell too: optimization unstable).
+- Capacity buckets: three equal-width bins of log10(parameter count); deep-narrow vs
+  wide-shallow pairs match in parameter count within 10% (4 x d against 1 x 2d).
+- Progress measures: embedding_fourier_top5 (share of the element embeddings' power in their 5
+  strongest DFT frequencies over the cyclic group), norms by part, the training logit margin, the
+  share of training answers whose float32 softmax saturates; fourier_lead = grokking step minus
+  the step at which the Fourier share made half its rise.
+
 Sections: config and presets, data, model, loss/optimizer/training step, metrics, main.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+import re
 import sys
 from dataclasses import dataclass
 
@@ -72,12 +94,16 @@ class Config:
     lr: float | tuple[float, ...] = 1e-3  # AdamW peak learning rate
     weight_decay: float | tuple[float, ...] = 0.5  # AdamW decoupled weight decay, on every parameter
     warmup_steps: int | tuple[int, ...] = 50  # linear learning-rate warm-up from 0, in steps
+    zip_axes: tuple[str, ...] = ()  # lists that pair up value by value instead of crossing (lr,weight_decay; dims,heads)
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.98  # AdamW second-moment decay
     test_fraction: float = 0.0  # fraction of all equations held out as a test split (0: none)
     perm_k: int = 5  # the permutation task composes elements of S_k (k! elements)
     dtype: str = "float32"  # "float32", or "float64" for exactness checks (on a CPU)
+    progress_measures: bool = True  # Fourier concentration, norms by part, logit margin, softmax saturation
 
+
+AXES = tuple(f.name for f in dataclasses.fields(Config) if "| tuple" in str(f.type))  # the fields typed X | tuple[X, ...]
 
 PRESETS: dict[str, dict] = {
     # The template's baseline: one architecture, all four tasks, 3 seeds. Produces run_0/.
@@ -92,11 +118,18 @@ PRESETS: dict[str, dict] = {
     # (at steps 1700-1940 with seeds 0 and 1, so 2200 steps show the jump and what follows).
     "demo": dict(tasks=("x_plus_y",), layers=(2,), dims=(64, 96), heads=(4,), seeds=2, prime=59,
                  train_fraction=0.35, lr=2e-3, weight_decay=1.0, num_steps=2200, eval_every=20),
-    # The study's question at CPU scale (about 45 minutes on 2 cores): depth 1/2/4 x width 32/64 x
-    # 2/4 heads on x/y and x-y mod 59, 3 seeds, with the demo's learning rate and weight decay.
-    # 4x32 (54,939 parameters) and 1x64 (58,171) are a deep-narrow vs wide-shallow pair.
-    "capacity_cpu": dict(tasks=("x_div_y", "x_minus_y"), layers=(1, 2, 4), dims=(32, 64), heads=(2, 4),
-                         seeds=3, prime=59, lr=2e-3, weight_decay=1.0, num_steps=3000, eval_every=25),
+    # The study's question at CPU scale (about 2.3 hours on 2 cores): depth 1/2/4 x (d_model, heads)
+    # in (64, 2), (64, 4), (128, 4) (zipped), so heads vary at equal width (64x2 vs 64x4) and at
+    # equal head size (64x2 vs 128x4, 32 each), width at equal heads (64x4 vs 128x4), and 4x64 (208K
+    # parameters) vs 1x128 (215K) is a matched deep-narrow / wide-shallow pair; x/y and x-y
+    # mod 59 with 50% of the equations for training, 6 seeds (paired tests per cell), lr 2e-3 and
+    # weight decay 1. Pilots chose it (notes.txt): at the template's lr 1e-3 / weight decay 0.5 only
+    # 2 of 12 runs grok within 5000 steps here (8 of 24 with 70% training data), so that setting
+    # would need more than twice the budget; with 70% training data one-layer width-64 models fail
+    # to fit at lr 2e-3 (8 of 12 runs); d_model 32 fails to fit at one layer under both settings.
+    "capacity_cpu": dict(tasks=("x_div_y", "x_minus_y"), layers=(1, 2, 4), dims=(64, 64, 128), heads=(2, 4, 4),
+                         zip_axes=("dims", "heads"), seeds=6, prime=59, lr=2e-3, weight_decay=1.0, num_steps=3500,
+                         eval_every=50),
     # The batch-size study: the baseline model on x/y with weight decay 1.0 at batch 64 to 512,
     # 100k steps evaluated at log-spaced steps (grokking at 512, not at 64). GPU work.
     "batch_size": dict(tasks=("x_div_y",), layers=(2,), dims=(128,), heads=(4,), seeds=3,
@@ -106,6 +139,12 @@ PRESETS: dict[str, dict] = {
     "primes": dict(tasks=("x_plus_y", "x_minus_y"), layers=(1, 2), dims=(128,), heads=(4,), seeds=3,
                    prime=(97, 113)),
 }
+# How presets and Config's defaults combine: a preset replaces the defaults of the fields it names,
+# the command line (--field=value) then replaces any field. A folder made by
+# `python experiment.py --make_template=DIR --preset=NAME` instead has the preset written into
+# Config's defaults above, so that this file is the study that runs, and refuses presets.
+TEMPLATE_OF: str | None = None  # the preset this file's Config defaults were made from (a template folder)
+TIME_LIMIT_S: float | None = None  # stop (exit 3) when the first steps project the study past it; None: no limit
 
 
 def values(field) -> tuple:
@@ -130,9 +169,9 @@ def validate(c: Config) -> None:
         need(len(getattr(c, name)) > 0 and all(v > 0 for v in getattr(c, name)), f"--{name} needs positive integers")
     for name in ("seeds", "num_steps", "eval_every", "eval_points_per_decade"):
         need(getattr(c, name) > 0, f"--{name} must be a positive integer, got {getattr(c, name)}")
-    for d in c.dims:
-        for h in c.heads:
-            need(d % h == 0, f"{h} heads do not divide d_model {d}; pick --heads that divide every --dims value")
+    for a in runner.architectures(c):  # the (d_model, heads) the study builds: crossed, or paired by zip_axes
+        need(a.d_model % a.heads == 0, f"{a.heads} heads do not divide d_model {a.d_model}; pick --heads that "
+             "divide every --dims value (or pair them with --zip_axes=dims,heads)")
     need(all(b > 0 for b in values(c.batch_size)), "--batch_size must be positive")
     need(c.eval_schedule in ("linear", "log"), f"--eval_schedule={c.eval_schedule!r}: use linear or log")
     need(all(w >= 0 for w in values(c.warmup_steps)), "--warmup_steps must be >= 0")
@@ -160,7 +199,8 @@ def validate(c: Config) -> None:
 # Data: every equation of a task as one table; a run's split and batches from its own seed
 # ======================================================================================
 
-TOKEN_OP, TOKEN_EQ = 0, 1  # vocabulary: "o", "=", then the elements (element e is token e + 2)
+OPERATORS = {"x_plus_y": "+", "x_minus_y": "-", "x_div_y": "/", "permutation": "*"}  # task -> o in "a o b"
+TOKEN_OP, TOKEN_EQ, TOKEN_ELEMENT_0 = 0, 1, 2  # vocabulary: "o", "=", then the elements (element e is token e + 2)
 POSITIONS = 5  # rows of the position table: the template's (its equations had 5 symbols), kept
 #                for identical initialization and parameter count
 DATA_SEED_BASE = 7_000_003  # keeps a run's split/batch stream apart from its initialization
@@ -173,10 +213,12 @@ class TaskTable:
     task: str
     tokens: torch.Tensor  # (equations, 4) long
     answers: torch.Tensor  # (equations,) long, in 0 .. num_classes-1
+    operands: torch.Tensor  # (equations, 2) long: a and b as element indices
     num_classes: int  # elements, i.e. possible answers
     vocab_size: int  # num_classes + 2 ("o" and "=")
     elements: list  # element index -> printable element (int, or tuple for permutations)
     domain: str  # the elements' set, e.g. "mod97" or "S5": tasks of one domain share a vocabulary
+    operator: str  # how an equation is written, a<operator>b (--query reads equations so)
 
 
 def task_size(task: str, prime: int, perm_k: int) -> int:
@@ -210,9 +252,10 @@ def build_table(task: str, c: Config) -> TaskTable:
             inverse = np.array([0] + [pow(int(v), p - 2, p) for v in range(1, p)])
             answers = (a * inverse[b]) % p
         n, elements, domain = p, list(range(p)), f"mod{p}"
-    tokens = np.stack([a + 2, np.full_like(a, TOKEN_OP), b + 2, np.full_like(a, TOKEN_EQ)], axis=1)
-    return TaskTable(task, torch.as_tensor(tokens, dtype=torch.long), torch.as_tensor(answers, dtype=torch.long),
-                     n, n + 2, elements, domain)
+    tokens = np.stack([a + TOKEN_ELEMENT_0, np.full_like(a, TOKEN_OP), b + TOKEN_ELEMENT_0, np.full_like(a, TOKEN_EQ)], 1)
+    as_long = lambda array: torch.as_tensor(array, dtype=torch.long)
+    return TaskTable(task, as_long(tokens), as_long(answers), as_long(np.stack([a, b], 1)), n, n + 2, elements,
+                     domain, OPERATORS[task])
 
 
 def run_data(num_equations: int, c: Config, seed: int):
@@ -342,7 +385,8 @@ def train_step(forward, optimizer, schedule, tokens: torch.Tensor, answers: torc
 # Metrics: curves on the full splits, then one dict of metrics per run
 # ======================================================================================
 
-THRESHOLD = 0.99  # "reached" means accuracy strictly above 99%
+THRESHOLD = 0.99  # "reached" means accuracy strictly above 99% (memorization, grokking)
+EARLIER_THRESHOLDS = (0.5, 0.9)  # also timed, so that a conclusion can be checked at more than one
 
 
 def evaluation_steps(c: Config) -> list[int]:
@@ -358,22 +402,98 @@ def evaluation_steps(c: Config) -> list[int]:
     return steps if steps and steps[-1] == c.num_steps else steps + [c.num_steps]
 
 
-def example_metrics(logits: torch.Tensor, answers: torch.Tensor) -> dict[str, torch.Tensor]:
+def example_metrics(logits: torch.Tensor, answers: torch.Tensor, c: Config) -> dict[str, torch.Tensor]:
     """Per equation of one run, (rows, classes), (rows,) -> name: (rows,). Averaged over each split,
-    they are the curves <split>_<name>: train_loss, train_acc, val_loss, val_acc (test_...)."""
-    return {"loss": F.cross_entropy(logits, answers, reduction="none"),
-            "acc": (logits.argmax(-1) == answers).to(logits.dtype)}
+    they are the curves <split>_<name>: train_loss, train_acc, val_loss, val_acc (test_...), and
+    with c.progress_measures train_margin, train_saturated, val_...:
+    - margin: the correct logit minus the largest other one (> 0: answered right);
+    - saturated: 1 where the float32 softmax of the correct class rounds to exactly 1, the softmax
+      collapse that stops float32 gradients (Prieto et al. 2025)."""
+    metrics = {"loss": F.cross_entropy(logits, answers, reduction="none"),
+               "acc": (logits.argmax(-1) == answers).to(logits.dtype)}
+    if c.progress_measures:
+        correct = logits.gather(-1, answers[:, None])[:, 0]
+        others = logits.scatter(-1, answers[:, None], float("-inf")).amax(-1)
+        metrics["margin"] = correct - others
+        metrics["saturated"] = (logits.float().softmax(-1).gather(-1, answers[:, None])[:, 0] == 1).to(logits.dtype)
+    return metrics
 
 
-def model_metrics(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Curves of the weights themselves, name -> (members,), from the stacked parameters."""
-    squares = sum(p.detach().double().pow(2).flatten(1).sum(1) for p in params.values())
-    return {"weight_norm": squares.sqrt()}  # global L2 norm, tied to grokking in the literature
+FOURIER_TOP = 5  # embedding_fourier_top5: the share of the embeddings' power in this many frequencies
+KEY_FREQUENCY_POWER = 0.9  # embedding_key_frequencies: the fewest frequencies that hold this share
 
 
-def first_step_above(steps: np.ndarray, accuracy: np.ndarray, num_steps: int) -> int:
-    """First evaluated step with accuracy > 0.99, or num_steps when never (the template's rule)."""
-    above = np.flatnonzero(accuracy > THRESHOLD)
+def model_metrics(params: dict[str, torch.Tensor], tables: list[TaskTable], c: Config) -> dict[str, torch.Tensor]:
+    """Curves of the weights themselves, name -> (members,), from the stacked parameters
+    (name -> (members, ...)) and each member's task table: the global L2 norm (tied to grokking
+    in the literature), and with c.progress_measures the norms by part and the Fourier measures."""
+    squares = {name: p.detach().double().pow(2).flatten(1).sum(1) for name, p in params.items()}
+    curves = {"weight_norm": sum(squares.values()).sqrt()}
+    if c.progress_measures:
+        for name, square in squares.items():  # <part>_norm over the parameters of each part
+            part = parameter_part(name)
+            if part:
+                curves[f"{part}_norm"] = curves.get(f"{part}_norm", 0) + square
+        curves = {k: v.sqrt() if k != "weight_norm" else v for k, v in curves.items()}
+        curves.update(fourier_measures(params["token_embeddings.weight"].detach(), tables))
+    return curves
+
+
+def parameter_part(name: str) -> str | None:
+    """The part of the model a parameter belongs to: embedding, block<i>_attn, block<i>_mlp or
+    head_weight (the LayerNorms and the head's bias belong to none)."""
+    block = re.match(r"blocks\.(\d+)\.(self_attn|ffn)\.", name)
+    if block:
+        return f"block{block[1]}_" + ("attn" if block[2] == "self_attn" else "mlp")
+    return {"token_embeddings.weight": "embedding", "position_embeddings.weight": "embedding",
+            "head.weight": "head_weight"}.get(name)
+
+
+def fourier_measures(embeddings: torch.Tensor, tables: list[TaskTable]) -> dict[str, torch.Tensor]:
+    """How much of the element embeddings (members, vocab, d) lies in a few frequencies of the
+    DFT over the elements, as in the Fourier circuit of Nanda et al. 2023: the elements of x+y and
+    x-y in order (the cyclic group Z_p), those of x/y by their discrete logarithm to a primitive
+    root (the nonzero elements form a cyclic group too). A frequency and its conjugate count as
+    one; the mean (frequency 0) is left out. NaN for the permutation task (S_k is not cyclic).
+    embedding_fourier_top5: the share of the power in the FOURIER_TOP strongest frequencies;
+    embedding_key_frequencies: the fewest frequencies that hold KEY_FREQUENCY_POWER of it."""
+    members = len(tables)
+    top = embeddings.new_full((members,), float("nan"), dtype=torch.float64)
+    keys = top.clone()
+    orders = [cyclic_order(t) for t in tables]
+    for order in {o for o in orders if o is not None}:  # members with one order: one batched DFT
+        rows = [i for i, o in enumerate(orders) if o == order]
+        e = embeddings[rows][:, [TOKEN_ELEMENT_0 + k for k in order]].double()  # (rows, n, d)
+        power = torch.fft.fft(e, dim=1).abs().pow(2).sum(-1)  # (rows, n)
+        n = len(order)
+        pairs = torch.stack([power[:, k] + power[:, n - k] * (k != n - k) for k in range(1, n // 2 + 1)], 1)
+        ranked = pairs.sort(dim=1, descending=True).values / pairs.sum(1, keepdim=True)
+        top[rows] = ranked[:, :FOURIER_TOP].sum(1)
+        keys[rows] = (ranked.cumsum(1) < KEY_FREQUENCY_POWER).sum(1).double() + 1
+    return {f"embedding_fourier_top{FOURIER_TOP}": top, "embedding_key_frequencies": keys}
+
+
+def cyclic_order(table: TaskTable) -> tuple[int, ...] | None:
+    """The elements of a task in the order of its cyclic group: 0 .. p-1 for x+y and x-y, g^0,
+    g^1, .., g^(p-2) for x/y (g a primitive root); None for the permutation task."""
+    if table.task == "permutation":
+        return None
+    p = table.num_classes
+    if table.task != "x_div_y":
+        return tuple(range(p))
+    g = primitive_root(p)
+    return tuple(pow(g, i, p) for i in range(p - 1))
+
+
+def primitive_root(p: int) -> int:
+    """The smallest g whose powers run through every nonzero element mod the prime p."""
+    factors = {f for f in range(2, p) if (p - 1) % f == 0 and is_prime(f)}
+    return next(g for g in range(2, p) if all(pow(g, (p - 1) // f, p) != 1 for f in factors)) if p > 2 else 1
+
+
+def first_step_above(steps: np.ndarray, accuracy: np.ndarray, num_steps: int, threshold: float = THRESHOLD) -> int:
+    """First evaluated step with accuracy > threshold, or num_steps when never (the template's rule)."""
+    above = np.flatnonzero(accuracy > threshold)
     return int(steps[above[0]]) if len(above) else num_steps
 
 
@@ -395,6 +515,8 @@ def run_metrics(steps: np.ndarray, curves: dict[str, np.ndarray], num_steps: int
     metrics = {
         "step_train_acc_99": step_train,
         "step_val_acc_99": step_val,
+        **{f"step_{split}_acc_{round(100 * t)}": first_step_above(steps, curves[f"{split}_acc"], num_steps, t)
+           for split in ("train", "val") for t in EARLIER_THRESHOLDS},
         "step_val_acc_99_sustained": sustained_step(steps, val_acc, num_steps),
         "diverged": int(not np.isfinite(losses + [train_acc, val_acc]).all()),  # a NaN/inf loss: it blew up
         "memorized": int((train_acc > THRESHOLD).any()),
@@ -403,15 +525,27 @@ def run_metrics(steps: np.ndarray, curves: dict[str, np.ndarray], num_steps: int
         # Stability: over the evaluations after the grokking one; undefined (None) without them.
         "stable_fraction": None,
         "min_val_acc_after_grok": None,
-        "val_drops_after_grok": None,
+        "val_drops_after_grok": None,  # validation accuracy falls to <= 99%: the two kinds below
+        "val_only_drops_after_grok": None,  # ... while training accuracy stays > 99%: generalization lost
+        "joint_drops_after_grok": None,  # ... and training accuracy is <= 99% too: optimization unstable
     }
     if grokked:
-        after = val_acc[np.flatnonzero(val_acc > THRESHOLD)[0] + 1:]
-        above = np.concatenate([[True], after > THRESHOLD])  # the grokking evaluation is above
-        metrics["val_drops_after_grok"] = int((above[:-1] & ~above[1:]).sum())
+        first = np.flatnonzero(val_acc > THRESHOLD)[0]
+        after = val_acc[first + 1:]
+        above = val_acc[first:] > THRESHOLD  # the grokking evaluation is above
+        drops = np.flatnonzero(above[:-1] & ~above[1:]) + first + 1  # evaluations where it fell
+        joint = int((train_acc[drops] <= THRESHOLD).sum())
+        metrics.update(val_drops_after_grok=len(drops), val_only_drops_after_grok=len(drops) - joint,
+                       joint_drops_after_grok=joint)
         if len(after):
             metrics["stable_fraction"] = float((after > THRESHOLD).mean())
             metrics["min_val_acc_after_grok"] = float(after.min())
+    fourier = curves.get(f"embedding_fourier_top{FOURIER_TOP}")
+    if fourier is not None:  # when the Fourier circuit forms: half its rise, and how long before grokking
+        rises = np.isfinite(fourier).all() and fourier[-1] > fourier[0]
+        half = np.flatnonzero(fourier >= (fourier[0] + fourier[-1]) / 2)[0] if rises else None
+        metrics["step_fourier_half"] = int(steps[half]) if rises else None
+        metrics["fourier_lead"] = step_val - int(steps[half]) if rises and grokked else None
     if "test_acc" in curves:
         metrics["step_test_acc_99"] = first_step_above(steps, curves["test_acc"], num_steps)
     for name, curve in curves.items():  # null for a run whose last evaluation is not finite
@@ -436,7 +570,8 @@ def science() -> runner.Science:
         config=Config, presets=PRESETS, validate=validate, build_table=build_table, run_data=run_data,
         build_model=build_model, make_optimizer=make_optimizer, train_step=train_step,
         evaluation_steps=evaluation_steps, example_metrics=example_metrics, model_metrics=model_metrics,
-        run_metrics=run_metrics, headline_metrics=HEADLINE_METRICS, source=__file__)
+        run_metrics=run_metrics, headline_metrics=HEADLINE_METRICS, source=__file__, template_of=TEMPLATE_OF,
+        time_limit_s=TIME_LIMIT_S)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT_FILES = ("experiment.py", "runner.py", "plot.py")
+PROJECT_FILES = ("experiment.py", "plot.py", "analysis.py", "runner")
 
 
 def clean_environment(**extra) -> dict:
@@ -26,11 +26,23 @@ def clean_environment(**extra) -> dict:
     return environ
 
 
-def run_script(args: list[str], cwd: str = ROOT, script: str = "experiment.py", env: dict | None = None,
-               timeout: int = 600) -> subprocess.CompletedProcess:
-    """A script of the project (in `cwd`) as a user runs it."""
-    return subprocess.run([sys.executable, os.path.join(cwd, script), *args], capture_output=True, text=True,
-                          cwd=cwd, env=env or clean_environment(), timeout=timeout)
+def command(args: list[str], script: str = "experiment.py", project: str = ROOT) -> list[str]:
+    """A script of the project (or of a copy of it in `project`) as a user types it."""
+    return [sys.executable, os.path.join(project, script), *args]
+
+
+def run_script(args: list[str], cwd: str = ROOT, script: str = "experiment.py", project: str | None = None,
+               env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """A script run to its end in `cwd`: the project's (`project`), by default the one in `cwd`;
+    in this process's environment without the project's own variables, unless `env` is given."""
+    return subprocess.run(command(args, script, project or cwd), capture_output=True, text=True, cwd=cwd,
+                          env=env or clean_environment(), timeout=timeout)
+
+
+def start_script(args: list[str], cwd: str = ROOT, env: dict | None = None) -> subprocess.Popen:
+    """experiment.py started in `cwd` (the project's own), to signal or to wait for."""
+    return subprocess.Popen(command(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                            env=env or clean_environment())
 
 
 def main_in_process(science, argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
@@ -52,7 +64,11 @@ def copy_project(folder) -> str:
     """The project's code copied into `folder` (as the AI-Scientist harness copies a template)."""
     os.makedirs(folder, exist_ok=True)
     for name in PROJECT_FILES:
-        shutil.copy(os.path.join(ROOT, name), os.path.join(folder, name))
+        if os.path.isdir(os.path.join(ROOT, name)):
+            shutil.copytree(os.path.join(ROOT, name), os.path.join(folder, name),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(os.path.join(ROOT, name), os.path.join(folder, name))
     return str(folder)
 
 
@@ -73,6 +89,18 @@ def load_experiment(folder, name: str):
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def final_info_without_times(out_dir) -> dict:
+    """final_info.json of a finished study without the wall times (all that may differ between
+    two runs of one study)."""
+    with open(os.path.join(out_dir, "final_info.json")) as f:
+        info = json.load(f)
+    for entry in info.values():
+        for part in entry.values():
+            for key in [k for k in part if k.startswith("wall_time_s")]:
+                del part[key]
+    return info
 
 
 def outputs(out_dir) -> tuple[list[dict], dict[str, np.ndarray]]:
@@ -106,11 +134,12 @@ def train_alone(ex, c, layers: int, d_model: int, heads: int, task: str, seed: i
         if step + 1 in evaluations:
             model.eval()
             with torch.no_grad():
-                per_example = ex.example_metrics(model(table.tokens), table.answers)
+                per_example = ex.example_metrics(model(table.tokens), table.answers, c)
                 for split, indices in splits.items():
                     for name, values in per_example.items():
                         curves.setdefault(f"{split}_{name}", []).append(float(values[indices].double().mean()))
-                norm = torch.sqrt(sum(p.double().pow(2).sum() for p in model.parameters()))
-                curves.setdefault("weight_norm", []).append(float(norm))
+                weights = {k: v.detach()[None] for k, v in model.named_parameters()}  # one member
+                for name, value in ex.model_metrics(weights, [table], c).items():
+                    curves.setdefault(name, []).append(float(value[0]))
             model.train()
     return {k: np.array(v) for k, v in curves.items()}, model

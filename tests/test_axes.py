@@ -4,33 +4,31 @@ split, saved models and the query command."""
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import experiment as ex
-import runner
-from support import ROOT, assert_one_error_line, clean_environment, main_in_process
+from runner.cli import resolve
+from runner.folder import GROUPS_DIR, MODELS_DIR, RunFolder
+from runner.forwards import ForwardChoice
+from runner.plan import Architecture, Study, architectures, settings, varied_axes
+from runner.science import UsageError
+from runner.training import train_group
+from support import assert_one_error_line, main_in_process, run_script
 
 SCIENCE = ex.science()
 AXES_STUDY = ["--tasks=x_plus_y,x_div_y", "--layers=1", "--dims=16", "--heads=2", "--seeds=2",
               "--num_steps=20", "--eval_every=10", "--prime=7,11", "--batch_size=16,32"]
 
 
-def run(args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "experiment.py"), *args],
-                          capture_output=True, text=True, env=clean_environment(), cwd=ROOT, timeout=600)
-
-
 def config(*args) -> ex.Config:
-    return runner.resolve(SCIENCE, ["--out_dir=x", *args], environ={})[0]
+    return resolve(SCIENCE, ["--out_dir=x", *args], environ={})[0]
 
 
 def groups_of(c) -> list:
-    return runner.plan_groups(c, runner.build_tables(SCIENCE, c))
+    return Study.build(SCIENCE, c).groups()
 
 
 # ----- axes and groups -----
@@ -38,8 +36,8 @@ def groups_of(c) -> list:
 def test_a_list_makes_an_axis_and_one_value_stays_a_number():
     c = config(*AXES_STUDY, "--lr=0.001")
     assert c.prime == (7, 11) and c.batch_size == (16, 32) and c.lr == 0.001
-    assert runner.varied_axes(c) == ["prime", "batch_size"]
-    assert len(runner.settings(c)) == 4
+    assert varied_axes(c) == ["prime", "batch_size"]
+    assert len(settings(c)) == 4
 
 
 def test_groups_share_the_architecture_the_vocabulary_and_the_optimizer_settings():
@@ -53,16 +51,46 @@ def test_groups_share_the_architecture_the_vocabulary_and_the_optimizer_settings
         assert len({tuple(v for k, v in m.setting if k != "train_fraction") for m in g.members}) == 1
         assert {dict(m.setting)["train_fraction"] for m in g.members} == {0.4, 0.6}
     # every architecture sees every run: tasks x seeds x settings (2 x 2 x 2 x 2)
-    for arch in runner.architectures(c):
+    for arch in architectures(c):
         assert len({(m.task, m.seed, m.setting) for g in groups if g.arch == arch for m in g.members}) == 2 * 2 * 16
     # tasks of two domains in one setting: the group names say which
     both = config("--tasks=x_plus_y,permutation", "--layers=1", "--dims=16", "--heads=2", "--prime=7", "--perm_k=3")
     assert [g.name for g in groups_of(both)] == ["L1_D16_H2_mod7", "L1_D16_H2_S3"]
 
 
+def test_zipped_axes_pair_up_instead_of_crossing():
+    """Two optimizer settings (lr 1e-3 with weight decay 0.5, lr 2e-3 with 1), not four."""
+    c = config(*[a for a in AXES_STUDY if not a.startswith("--prime")], "--prime=7", "--lr=1e-3,2e-3", "--weight_decay=0.5,1", "--zip_axes=lr,weight_decay")
+    assert [dict(s)["lr"] for s in settings(c)] == [1e-3, 2e-3, 1e-3, 2e-3]
+    assert {(dict(s)["lr"], dict(s)["weight_decay"]) for s in settings(c)} == {(1e-3, 0.5), (2e-3, 1.0)}
+    assert [g.name for g in groups_of(dataclasses.replace(c, layers=(1,)))] == [
+        f"L1_D16_H2_bs{b}_lr{lr}_wd{w}" for b in (16, 32) for lr, w in (("0.001", "0.5"), ("0.002", "1"))]
+    for bad, message in ((["--zip_axes=lr,weight_decay", "--lr=1e-3,2e-3"], "need one length: lr has 2, weight_decay has 1"),
+                         (["--zip_axes=lr,seeds"], "--zip_axes names seeds, not a list"),
+                         (["--zip_axes=dims,heads", "--dims=64,128", "--heads=2,4,4"], "need one length: dims has 2, heads has 3"),
+                         (["--zip_axes=dims,heads", "--dims=64,96", "--heads=4,64"], "64 heads do not divide d_model 96")):
+        with pytest.raises(UsageError, match=message):
+            config(*bad)
+
+
+def test_zipped_architecture_lists_build_only_their_pairs():
+    """Heads at equal width (64x2, 64x4) and at equal head size (64x2, 128x4) without 128x2;
+    architecture lists and axes zip separately, each needing one length among themselves."""
+    c = config("--layers=1,4", "--dims=64,64,128", "--heads=2,4,4", "--lr=1e-3,2e-3", "--weight_decay=0.5,1",
+               "--zip_axes=dims,heads,lr,weight_decay")
+    assert [a.name for a in architectures(c)] == [f"L{n}_D{d}_H{h}" for n in (1, 4) for d, h in ((64, 2), (64, 4), (128, 4))]
+    assert len(settings(c)) == 2
+    listed = config("--layers=1,4,1", "--dims=64,64,128", "--heads=2,4,4", "--zip_axes=layers,dims,heads")
+    assert [a.name for a in architectures(listed)] == ["L1_D64_H2", "L4_D64_H4", "L1_D128_H4"]  # one by one
+    with pytest.raises(UsageError, match="makes the same architecture twice"):
+        config("--dims=64,64", "--heads=4,4", "--zip_axes=dims,heads")
+    with pytest.raises(UsageError, match="--dims lists a value twice"):  # only a zipped list may repeat
+        config("--dims=64,64", "--heads=2,4")
+
+
 def test_axes_study_end_to_end(tmp_path):
     out = tmp_path / "run_1"
-    result = run([f"--out_dir={out}", *AXES_STUDY])
+    result = run_script([f"--out_dir={out}", *AXES_STUDY])
     assert result.returncode == 0, result.stderr
     assert "study: 1 architecture x 2 prime x 2 batch_size x 2 tasks x 2 seeds = 16 runs" in result.stdout
     assert "as 4 groups (80 batched steps)" in result.stdout
@@ -81,16 +109,16 @@ def test_axes_study_end_to_end(tmp_path):
     saved = json.loads((out / "config.json").read_text())
     assert saved["axes"] == {"prime": [7, 11], "batch_size": [16, 32]}
     assert saved["config"]["prime"] == [7, 11] and saved["config"]["lr"] == 0.001
-    assert sorted(os.listdir(out / runner.GROUPS_DIR)) == [f"L1_D16_H2_p{p}_bs{b}.npz" for p in (11, 7) for b in (16, 32)]
+    assert sorted(os.listdir(out / GROUPS_DIR)) == [f"L1_D16_H2_p{p}_bs{b}.npz" for p in (11, 7) for b in (16, 32)]
     # the same command again resumes every group
-    again = run([f"--out_dir={out}", *AXES_STUDY])
+    again = run_script([f"--out_dir={out}", *AXES_STUDY])
     assert again.returncode == 0 and "resuming: 4 of 4 groups" in again.stdout
 
 
 def test_presets_reproduce_the_common_studies():
     bs = config("--preset=batch_size")
     assert bs.batch_size == (64, 128, 256, 512) and bs.weight_decay == 1.0 and bs.tasks == ("x_div_y",)
-    assert runner.architectures(bs) == [runner.Architecture(2, 128, 4)] and bs.seeds == 3
+    assert architectures(bs) == [Architecture(2, 128, 4)] and bs.seeds == 3
     assert [g.name for g in groups_of(bs)] == [f"L2_D128_H4_bs{b}" for b in (64, 128, 256, 512)]
     primes = config("--preset=primes")
     assert primes.prime == (97, 113) and primes.tasks == ("x_plus_y", "x_minus_y")
@@ -125,7 +153,7 @@ def test_test_split_is_held_out_and_reported(tmp_path):
     # the training split is the same with or without a test split
     assert torch.equal(train, ex.run_data(n, ex.Config(), 0)[0]["train"])
     out = tmp_path / "run_t"
-    result = run([f"--out_dir={out}", "--tasks=x_plus_y", "--layers=1", "--dims=16", "--heads=2",
+    result = run_script([f"--out_dir={out}", "--tasks=x_plus_y", "--layers=1", "--dims=16", "--heads=2",
                   "--seeds=2", "--num_steps=20", "--prime=11", "--test_fraction=0.2"])
     assert result.returncode == 0, result.stderr
     runs = json.loads((out / "runs.json").read_text())
@@ -159,22 +187,23 @@ TINY = ex.Config(tasks=("x_div_y", "x_plus_y"), layers=(1,), dims=(16,), heads=(
 
 
 def test_saved_weights_are_exactly_the_trained_ones(tmp_path):
-    tables = runner.build_tables(SCIENCE, TINY)
-    group, = runner.plan_groups(TINY, tables)
-    choice = runner.ForwardChoice("fast", "test")
-    _, weights = runner.train_architecture(SCIENCE, group, tables, TINY, torch.device("cpu"), choice, save_models=True)
+    study = Study.build(SCIENCE, TINY)
+    group, = study.groups()
+    choice = ForwardChoice("fast", "test")
+    _, weights = train_group(study, group, torch.device("cpu"), choice, save_models=True)
     (members, trained), = weights
     assert members == group.members
-    runner.save_models(str(tmp_path), group, weights)
-    path = tmp_path / runner.MODELS_DIR / "L1_D16_H2.npz"
+    folder = RunFolder(str(tmp_path))
+    folder.save_models(group, weights)
+    path = tmp_path / MODELS_DIR / "L1_D16_H2.npz"
     with np.load(path, allow_pickle=False) as f:
         assert all(f[k].dtype != object for k in f.files)
     for i, member in enumerate(group.members):
-        loaded = runner.load_member_weights(str(path), member)
+        loaded = folder.member_weights(group, member)
         assert loaded.keys() == trained.keys()
         assert all(np.array_equal(loaded[name].numpy(), trained[name][i]) for name in trained)
-        table = tables[member.task, member.setting]
-        model = ex.build_model(1, 16, 2, table, member.seed, runner.run_config(TINY, member))
+        table = study.table(member)
+        model = ex.build_model(1, 16, 2, table, member.seed, study.config(member))
         assert not torch.equal(model.head.weight, loaded["head.weight"])  # it trained
         model.load_state_dict(loaded)
         expected = torch.func.functional_call(model, {k: torch.from_numpy(v[i]) for k, v in trained.items()},
@@ -187,13 +216,13 @@ def saved_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("q") / "run_q"
     args = [f"--out_dir={out}", "--tasks=x_div_y,permutation", "--layers=1", "--dims=16", "--heads=2",
             "--seeds=2", "--num_steps=30", "--prime=11", "--perm_k=3", "--batch_size=32", "--save_models=1"]
-    result = run(args)
+    result = run_script(args)
     assert result.returncode == 0, result.stderr
     return out
 
 
 def test_query_prints_answer_probability_and_truth(saved_run):
-    result = run([f"--query={saved_run}", "--task=x_div_y", "--seed=1", "3/4", "10/1="])
+    result = run_script([f"--query={saved_run}", "--task=x_div_y", "--seed=1", "3/4", "10/1="])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0] == f"{saved_run}: x_div_y L1_D16_H2 seed 1"
@@ -202,19 +231,19 @@ def test_query_prints_answer_probability_and_truth(saved_run):
     assert lines[2].startswith("10/1 = ") and "true 10" in lines[2]
     p = float(lines[1].split("(p=")[1].split(")")[0])
     assert 0 < p <= 1
-    perm = run([f"--query={saved_run}", "--task=permutation", "--seed=0", "102*021"])
+    perm = run_script([f"--query={saved_run}", "--task=permutation", "--seed=0", "102*021"])
     # (102 o 021)[i] = a[b[i]]: a=(1,0,2), b=(0,2,1) -> (1,2,0)
     assert perm.returncode == 0 and "true 120" in perm.stdout, perm.stderr
 
 
 QUERY_ERRORS = [
-    (["--task=x_div_y", "--seed=0", "3/0"], "division by 0"),
-    (["--task=x_div_y", "--seed=0", "12/3"], "operand '12' is out of range"),
+    (["--task=x_div_y", "--seed=0", "3/0"], "3/0 is not an equation of x_div_y"),
+    (["--task=x_div_y", "--seed=0", "12/3"], "operand '12' is not an element of x_div_y (0 .. 10)"),
     (["--task=x_div_y", "--seed=0", "3+4"], "cannot read '3+4'"),
     (["--task=x_div_y", "--seed=7", "3/4"], "--seed=7: the run has 0, 1"),
     (["--task=x_plus_y", "--seed=0", "3/4"], "--task=x_plus_y: the run has x_div_y, permutation"),
     (["--seed=0", "3/4"], "--task is needed"),
-    (["--task=permutation", "--seed=0", "112*021"], "not a permutation of 0..2"),
+    (["--task=permutation", "--seed=0", "112*021"], "operand '112' is not an element of permutation (012 .. 210)"),
     (["--task=x_div_y", "--seed=0"], "no equation to ask"),
     (["--task=x_div_y", "--seed=0", "--colour=red", "3/4"], "--colour is not a query option"),
 ]
@@ -228,16 +257,16 @@ def test_bad_queries_are_one_line(saved_run, monkeypatch, capsys, args, message)
 
 
 def test_a_bad_query_exits_2_from_the_script_with_one_line(saved_run):
-    result = run([f"--query={saved_run}", "--task=x_div_y", "--seed=0", "3/0"])
+    result = run_script([f"--query={saved_run}", "--task=x_div_y", "--seed=0", "3/0"])
     assert result.returncode == 2 and result.stdout == ""
-    assert_one_error_line(result.stderr, "division by 0")
+    assert_one_error_line(result.stderr, "3/0 is not an equation of x_div_y")
 
 
 def test_query_of_a_missing_run_or_unsaved_models(tmp_path, saved_run):
-    result = run([f"--query={tmp_path / 'nothing'}", "1/2"])
+    result = run_script([f"--query={tmp_path / 'nothing'}", "1/2"])
     assert result.returncode == 2 and "no finished study there" in result.stderr
     unsaved = tmp_path / "run_u"
-    assert run([f"--out_dir={unsaved}", "--tasks=x_plus_y", "--layers=1", "--dims=16", "--heads=2",
+    assert run_script([f"--out_dir={unsaved}", "--tasks=x_plus_y", "--layers=1", "--dims=16", "--heads=2",
                 "--seeds=1", "--num_steps=10", "--prime=11"]).returncode == 0
-    result = run([f"--query={unsaved}", "1+2"])
+    result = run_script([f"--query={unsaved}", "1+2"])
     assert result.returncode == 2 and "--save_models=1" in result.stderr

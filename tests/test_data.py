@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import experiment as ex
-import runner
+from runner.plan import Architecture, Study, architectures
+from runner.results import capacity_buckets, parameter_count
+from runner.training import GroupData
 
 SCIENCE = ex.science()
 
@@ -69,11 +71,11 @@ def test_split_is_disjoint_complete_and_seeded():
 
 def test_batches_come_from_the_training_split_with_replacement():
     c = ex.Config(tasks=("x_plus_y", "x_div_y"), prime=11, batch_size=256, seeds=2)
-    tables = runner.build_tables(SCIENCE, c)
-    members = runner.plan_groups(c, tables)[0].members
-    data = runner.GroupData(members, tables, c, SCIENCE, "cpu")
+    study = Study.build(SCIENCE, c)
+    members = study.groups()[0].members
+    data = GroupData(study, members, "cpu")
     for i, mb in enumerate(members):
-        table = tables[mb.task, mb.setting]
+        table = study.table(mb)
         train = ex.run_data(len(table.answers), c, mb.seed)[0]["train"]
         train_rows = {tuple(table.tokens[r].tolist()) + (int(table.answers[r]),) for r in train.tolist()}
         for step in range(3):
@@ -82,28 +84,28 @@ def test_batches_come_from_the_training_split_with_replacement():
             assert set(drawn) <= train_rows
             assert len(set(drawn)) < len(drawn)  # 256 draws from 55 or 60 equations repeat
     # the same seed gives the same batches on a fresh object
-    again = runner.GroupData(members, tables, c, SCIENCE, "cpu")
-    assert all(torch.equal(x, y) for x, y in zip(again.batch(0), runner.GroupData(members, tables, c, SCIENCE, "cpu").batch(0)))
+    again = GroupData(study, members, "cpu")
+    assert all(torch.equal(x, y) for x, y in zip(again.batch(0), GroupData(study, members, "cpu").batch(0)))
 
 
 def test_parameter_count_of_the_templates_baseline():
     table = table_of("x_div_y")
-    assert runner.parameter_count(SCIENCE, runner.Architecture(2, 128, 4), table, ex.Config()) == 422_625
+    assert parameter_count(SCIENCE, Architecture(2, 128, 4), table, ex.Config()) == 422_625
     assert sum(p.numel() for p in ex.build_model(2, 128, 4, table, 0, ex.Config()).parameters()) == 422_625
 
 
-@pytest.mark.parametrize("arch", [runner.Architecture(1, 64, 2), runner.Architecture(4, 256, 8)])
+@pytest.mark.parametrize("arch", [Architecture(1, 64, 2), Architecture(4, 256, 8)])
 @pytest.mark.parametrize("task", ["x_plus_y", "permutation"])
 def test_parameter_count_is_the_models(arch, task):
     table = table_of(task)
     model = ex.build_model(arch.layers, arch.d_model, arch.heads, table, 0, ex.Config())
-    assert runner.parameter_count(SCIENCE, arch, table, ex.Config()) == sum(p.numel() for p in model.parameters())
+    assert parameter_count(SCIENCE, arch, table, ex.Config()) == sum(p.numel() for p in model.parameters())
 
 
 def default_buckets() -> dict:
     table = table_of("x_div_y")
-    return runner.capacity_buckets({a.name: runner.parameter_count(SCIENCE, a, table, ex.Config())
-                                    for a in runner.architectures(ex.Config())})
+    return capacity_buckets({a.name: parameter_count(SCIENCE, a, table, ex.Config())
+                                    for a in architectures(ex.Config())})
 
 
 def test_capacity_buckets_of_the_default_study():
@@ -114,4 +116,4 @@ def test_capacity_buckets_of_the_default_study():
         by_shape.setdefault(bucket, set()).add(f"{layers[1:]}x{d[1:]}")
     assert by_shape == {"small": {"1x64", "2x64", "4x64", "1x128"}, "medium": {"2x128", "4x128", "1x256"},
                         "large": {"2x256", "4x256"}}
-    assert set(runner.capacity_buckets({"L2_D128_H4": 422_625}).values()) == {"all"}
+    assert set(capacity_buckets({"L2_D128_H4": 422_625}).values()) == {"all"}

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-import runner
+from runner.plan import config_from_json
 from support import ROOT, copy_project, edit, load_experiment, outputs, run_script, train_alone
 
 # The smoke preset, short, on batches of 64 and in float64: exact comparisons in seconds.
@@ -37,7 +37,7 @@ def assert_each_run_trained_alone(folder, module_name: str, after_backward=None)
     ex = load_experiment(folder, module_name)
     runs, curves = outputs(f"{folder}/run")
     with open(f"{folder}/run/config.json") as f:
-        c = runner.config_from_json(ex.science(), json.load(f)["config"])
+        c = config_from_json(ex.science(), json.load(f)["config"])
     for i, r in enumerate(runs):
         alone, _ = train_alone(ex, c, r["layers"], r["d_model"], r["heads"], r["task"], r["seed"], after_backward)
         for name, values in alone.items():
@@ -219,3 +219,19 @@ def test_the_readmes_per_run_gradient_clip_keeps_runs_independent(tmp_path, uned
     assert "forward of all 4 groups: fast" in result.stdout and "one at a time" not in result.stdout
     assert_differs(outputs(f"{folder}/run"), unedited)
     assert_each_run_trained_alone(folder, "experiment_per_run_clip", lambda m: torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0))
+
+
+def test_renamed_metrics_need_no_change_in_the_machinery(tmp_path):
+    """The machinery names no metric: a copy of experiment.py that calls `grokked` `generalized`
+    (in run_metrics and HEADLINE_METRICS) runs the smoke preset to its end, and the group lines
+    and final_info.json speak of `generalized`."""
+    folder = copy_project(tmp_path / "renamed")
+    edit(folder, '        "grokked": int(grokked),', '        "generalized": int(grokked),')
+    edit(folder, '"grokked": 3,', '"generalized": 3,')
+    result = run_script(["--out_dir=run", "--preset=smoke", "--num_steps=100"], cwd=folder)
+    assert result.returncode == 0, result.stderr
+    groups = [line for line in result.stdout.splitlines() if line.startswith("L")]
+    assert len(groups) == 4 and all("generalized 0.000" in line and "grokked" not in line for line in groups)
+    with open(f"{folder}/run/final_info.json") as f:
+        info = json.load(f)
+    assert all("generalized_mean" in entry["means"] and "grokked_mean" not in entry["means"] for entry in info.values())

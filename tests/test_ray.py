@@ -1,11 +1,10 @@
 """The Ray backend: the same results as the local one, a killed worker costs only a retry, and
 a clear error without Ray."""
 
+import importlib.util
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -13,7 +12,9 @@ import pytest
 
 import experiment as ex
 import runner
-from support import ROOT, clean_environment
+from runner.cli import resolve
+from runner.folder import GROUPS_DIR
+from support import clean_environment, final_info_without_times, start_script
 
 SCIENCE = ex.science()
 # Two groups (one per depth) that each train for a few seconds on one thread.
@@ -24,9 +25,7 @@ STUDY = ["--tasks=x_plus_y,x_minus_y", "--layers=1,2", "--dims=16", "--heads=2",
 def start(out, *extra):
     """experiment.py on one thread per process (Ray gives each one-CPU task one thread), so that
     the local and the Ray backend compute bit for bit the same."""
-    environ = clean_environment(OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "experiment.py"), f"--out_dir={out}", *STUDY, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ, cwd=ROOT)
+    return start_script([f"--out_dir={out}", *STUDY, *extra], env=clean_environment(OMP_NUM_THREADS="1"))
 
 
 def finish(process):
@@ -37,13 +36,8 @@ def finish(process):
 
 def results(out):
     """final_info.json without the timings, and the curves."""
-    info = json.loads((out / "final_info.json").read_text())
-    for entry in info.values():
-        for part in entry.values():
-            for key in [k for k in part if k.startswith("wall_time_s")]:
-                del part[key]
     with np.load(out / "curves.npz") as curves:
-        return info, {k: curves[k] for k in curves.files}
+        return final_info_without_times(out), {k: curves[k] for k in curves.files}
 
 
 def assert_same(a, b):
@@ -69,7 +63,7 @@ def test_ray_backend_gives_the_local_results(tmp_path, local):
     assert_same(results(out), local)
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["options"]["backend"] == "ray" and all("host" in g for g in provenance["groups"])
-    assert sorted(os.listdir(out / runner.GROUPS_DIR)) == ["L1_D16_H2.npz", "L2_D16_H2.npz"]
+    assert sorted(os.listdir(out / GROUPS_DIR)) == ["L1_D16_H2.npz", "L2_D16_H2.npz"]
     assert all(g["forward"] == "fast" for g in provenance["groups"])
 
 
@@ -106,8 +100,8 @@ def test_a_killed_worker_costs_only_a_retry(tmp_path, local):
 
 
 def test_backend_ray_without_ray_is_a_usage_error(tmp_path, monkeypatch, capsys):
-    real = runner.importlib.util.find_spec
-    monkeypatch.setattr(runner.importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     out = tmp_path / "run"
     assert runner.main(SCIENCE, [f"--out_dir={out}", "--backend=ray"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -117,13 +111,13 @@ def test_backend_ray_without_ray_is_a_usage_error(tmp_path, monkeypatch, capsys)
 
 def test_bad_backend_from_the_environment():
     with pytest.raises(runner.UsageError, match="--backend='dask': choose one of local, ray"):
-        runner.resolve(SCIENCE, ["--out_dir=x"], environ={"GROKKING_BACKEND": "dask"})
+        resolve(SCIENCE, ["--out_dir=x"], environ={"GROKKING_BACKEND": "dask"})
 
 
 def test_backend_from_the_environment():
     pytest.importorskip("ray")
-    _, options = runner.resolve(SCIENCE, ["--out_dir=x"], environ={"GROKKING_BACKEND": "ray",
+    _, options = resolve(SCIENCE, ["--out_dir=x"], environ={"GROKKING_BACKEND": "ray",
                                                                    "GROKKING_RAY_ADDRESS": "10.0.0.1:6379"})
     assert options.backend == "ray" and options.ray_address == "10.0.0.1:6379"
-    _, options = runner.resolve(SCIENCE, ["--out_dir=x"], environ={"GROKKING_RAY_ADDRESS": "auto"})
+    _, options = resolve(SCIENCE, ["--out_dir=x"], environ={"GROKKING_RAY_ADDRESS": "auto"})
     assert options.backend == "local" and options.ray_address is None

@@ -5,8 +5,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -15,7 +13,13 @@ import torch
 
 import experiment as ex
 import runner
-from support import ROOT, clean_environment, main_in_process
+from runner.folder import GROUPS_DIR, RunFolder
+from runner.forwards import ForwardChoice
+from runner.plan import Study
+from runner.proof import PROOF_SMALL_BATCH
+from runner.results import final_info, group_summary, study_records
+from runner.training import train_group
+from support import final_info_without_times, main_in_process, run_script, start_script
 
 SCIENCE = ex.science()
 # Three groups of a few seconds each: the first is saved well before the last ends.
@@ -29,30 +33,14 @@ def study_args(*extra):
     return [f"{k}={v}" for k, v in options.items()]
 
 
-def command(out_dir, *extra):
-    return [sys.executable, os.path.join(ROOT, "experiment.py"), f"--out_dir={out_dir}", *study_args(*extra)]
-
-
 def run(out_dir, *extra):
-    return subprocess.run(command(out_dir, *extra), capture_output=True, text=True, timeout=600, env=clean_environment())
-
-
-def metrics(out_dir):
-    """final_info.json without the wall times (the only thing allowed to differ)."""
-    with open(os.path.join(out_dir, "final_info.json")) as f:
-        info = json.load(f)
-    for entry in info.values():
-        for part in entry.values():
-            for key in [k for k in part if k.startswith("wall_time_s")]:
-                del part[key]
-    return info
+    return run_script([f"--out_dir={out_dir}", *study_args(*extra)])
 
 
 def interrupt_after_first_group(out_dir, signum):
     """Start the study, deliver `signum` as soon as the first group file exists."""
-    process = subprocess.Popen(command(out_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=clean_environment())
-    groups = os.path.join(out_dir, runner.GROUPS_DIR)
+    process = start_script([f"--out_dir={out_dir}", *study_args()])
+    groups = os.path.join(out_dir, GROUPS_DIR)
     deadline = time.time() + 300
     while not (os.path.isdir(groups) and any(f.endswith(".npz") for f in os.listdir(groups))):
         assert process.poll() is None and time.time() < deadline, "the study ended before its first group"
@@ -73,7 +61,7 @@ def uninterrupted(tmp_path_factory):
 def test_same_command_twice_gives_identical_metrics(uninterrupted, tmp_path):
     result = run(tmp_path / "again")
     assert result.returncode == 0, result.stderr
-    assert metrics(tmp_path / "again") == metrics(uninterrupted)
+    assert final_info_without_times(tmp_path / "again") == final_info_without_times(uninterrupted)
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGKILL, -9), (signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -82,11 +70,11 @@ def test_interrupted_study_resumes_to_the_same_results(uninterrupted, tmp_path, 
     returncode, _, stderr = interrupt_after_first_group(out, signum)
     assert returncode == code, stderr
     assert not os.path.exists(out / "final_info.json")
-    saved = sorted(os.listdir(out / runner.GROUPS_DIR))
+    saved = sorted(os.listdir(out / GROUPS_DIR))
     assert "L1_D16_H2.npz" in saved and "L3_D16_H2.npz" not in saved
     for name in saved:  # every group file on disk is whole
         if name.endswith(".npz"):
-            with np.load(out / runner.GROUPS_DIR / name) as f:
+            with np.load(out / GROUPS_DIR / name) as f:
                 assert f["curve.train_loss"].shape[0] == 4
     if signum != signal.SIGKILL:
         assert "resume with:" in stderr and f"--out_dir={out}" in stderr
@@ -94,23 +82,27 @@ def test_interrupted_study_resumes_to_the_same_results(uninterrupted, tmp_path, 
     result = run(out)
     assert result.returncode == 0, result.stderr
     assert "resuming: 1 of 3 groups" in result.stdout or "resuming: 2 of 3 groups" in result.stdout
-    assert metrics(out) == metrics(uninterrupted)
-    assert not [n for n in os.listdir(out) + os.listdir(out / runner.GROUPS_DIR) if n.endswith(".tmp")]
+    assert final_info_without_times(out) == final_info_without_times(uninterrupted)
+    assert not [n for n in os.listdir(out) + os.listdir(out / GROUPS_DIR) if n.endswith(".tmp")]
 
 
 def test_a_signal_during_the_forward_check_stops_the_study(tmp_path, monkeypatch, capsys):
     """Ctrl-C while the fast forward is being checked: the study stops there (the check's own
-    error handling once took the interruption for a forward that does not apply, and trained on)."""
-    check = runner.forward_difference
+    error handling once took the interruption for a forward that does not apply, and trained on).
+    The plain model's first call on a full batch with gradients is the fast forward's comparison."""
+    def interrupting_model(*args):
+        def hook(module, inputs):
+            if inputs[0].shape[0] > PROOF_SMALL_BATCH and torch.is_grad_enabled() and not sent:
+                sent.append(True)
+                os.kill(os.getpid(), signal.SIGINT)  # delivered to the handler main() installs, as from a terminal
+        model = ex.build_model(*args)
+        model.register_forward_pre_hook(hook)
+        return model
 
-    def interrupted_check(*args):
-        os.kill(os.getpid(), signal.SIGINT)  # delivered to the handler main() installs, as from a terminal
-        return check(*args)
-
-    monkeypatch.setattr(runner, "forward_difference", interrupted_check)
+    sent, science = [], dataclasses.replace(SCIENCE, build_model=interrupting_model)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        code, stdout, stderr = main_in_process(SCIENCE, [f"--out_dir={tmp_path / 'run'}", *STUDY], monkeypatch, capsys)
+        code, stdout, stderr = main_in_process(science, [f"--out_dir={tmp_path / 'run'}", *STUDY], monkeypatch, capsys)
     finally:
         for s, handler in handlers.items():
             signal.signal(s, handler)
@@ -143,39 +135,39 @@ def test_another_config_is_refused_and_overwrite_replaces(uninterrupted, tmp_pat
 
 def test_damaged_group_file_is_trained_again(uninterrupted, tmp_path):
     out = finished_copy(uninterrupted, tmp_path)
-    (out / runner.GROUPS_DIR / "L2_D16_H2.npz").write_bytes(b"PK\x03\x04 damaged")
+    (out / GROUPS_DIR / "L2_D16_H2.npz").write_bytes(b"PK\x03\x04 damaged")
     (out / "final_info.json").unlink()
     result = run(out)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "L2_D16_H2.npz: it is unreadable" in warnings[0] and "training L2_D16_H2 again" in warnings[0]
     assert "resuming: 2 of 3 groups" in result.stdout
-    assert metrics(out) == metrics(uninterrupted)
+    assert final_info_without_times(out) == final_info_without_times(uninterrupted)
 
 
 # In-process: faults inside one group.
 CONFIG = ex.Config(tasks=("x_plus_y", "x_minus_y"), layers=(2,), dims=(16,), heads=(2,), seeds=3, num_steps=40,
                    eval_every=10, batch_size=64, prime=23)
-CPU, FAST = torch.device("cpu"), runner.ForwardChoice("fast", "test")
+CPU, FAST = torch.device("cpu"), ForwardChoice("fast", "test")
 
 
 @pytest.fixture(scope="module")
-def tables():
-    return runner.build_tables(SCIENCE, CONFIG)
+def study():
+    return Study.build(SCIENCE, CONFIG)
 
 
 @pytest.fixture(scope="module")
-def group(tables):
-    group, = runner.plan_groups(CONFIG, tables)
+def group(study):
+    group, = study.groups()
     return group
 
 
 @pytest.fixture(scope="module")
-def clean(tables, group):
-    return runner.train_architecture(SCIENCE, group, tables, CONFIG, CPU, FAST)[0]
+def clean(study, group):
+    return train_group(study, group, CPU, FAST)[0]
 
 
-def test_a_nan_member_diverges_alone(tables, group, clean):
+def test_a_nan_member_diverges_alone(study, group, clean):
     def poisoned(layers, d_model, heads, table, seed, c):
         model = ex.build_model(layers, d_model, heads, table, seed, c)
         if table.task == "x_minus_y" and seed == 1:
@@ -183,8 +175,8 @@ def test_a_nan_member_diverges_alone(tables, group, clean):
                 model.blocks[0].ffn[0].weight[0, 0] = float("nan")
         return model
 
-    science = dataclasses.replace(SCIENCE, build_model=poisoned)
-    result = runner.train_architecture(science, group, tables, CONFIG, CPU, FAST)[0]
+    poisoned_study = dataclasses.replace(study, science=dataclasses.replace(SCIENCE, build_model=poisoned))
+    result = train_group(poisoned_study, group, CPU, FAST)[0]
     bad = [(m.task, m.seed) for m in group.members].index(("x_minus_y", 1))
     for i in range(len(group.members)):
         m = ex.run_metrics(result.steps, {k: v[i] for k, v in result.curves.items()}, CONFIG.num_steps)
@@ -194,31 +186,31 @@ def test_a_nan_member_diverges_alone(tables, group, clean):
             assert m["diverged"] == 0
             for name, values in result.curves.items():  # untouched, bitwise
                 np.testing.assert_array_equal(values[i], clean.curves[name][i])
-    records = runner.study_records(SCIENCE, [result], tables, CONFIG, {group.arch.name: "all"})
+    records = study_records(study, [result], {group.arch.name: "all"})
     assert [r["diverged"] for r in records if r["task"] == "x_minus_y"] == [0, 1, 0]
     assert [r["final_val_loss"] is None for r in records if r["task"] == "x_minus_y"] == [False, True, False]
-    info = runner.final_info(records, ex.HEADLINE_METRICS, plain=True)
+    info = final_info(records, ex.HEADLINE_METRICS, plain=True)
     assert info["x_minus_y"]["final_info_dict"]["grokked"] == [0, 0, 0]
-    assert "1 run DIVERGED" in runner.group_summary(SCIENCE, result, CONFIG)
+    assert "1 run DIVERGED" in group_summary(study, result)
 
 
-def test_chunked_group_gives_the_same_results(tables, group, clean):
-    chunked = runner.train_architecture(SCIENCE, group, tables, CONFIG, CPU, FAST, max_members=4)[0]
+def test_chunked_group_gives_the_same_results(study, group, clean):
+    chunked = train_group(study, group, CPU, FAST, max_members=4)[0]
     for name, values in clean.curves.items():
         np.testing.assert_allclose(chunked.curves[name], values, rtol=0, atol=1e-6)
 
 
-def test_out_of_memory_splits_the_group(tables, group, clean, monkeypatch, capsys):
-    original, sizes = runner.train_group, []
+def test_out_of_memory_splits_the_group(study, group, clean, capsys):
+    sizes = []
 
-    def small_memory(science, part, *args, **kwargs):
-        sizes.append(len(part.members))
-        if len(part.members) > 2:
+    def small_memory(params, c):  # each chunk makes its optimizer once, before its first step
+        sizes.append(len(next(iter(params.values()))))
+        if sizes[-1] > 2:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return original(science, part, *args, **kwargs)
+        return ex.make_optimizer(params, c)
 
-    monkeypatch.setattr(runner, "train_group", small_memory)
-    result = runner.train_architecture(SCIENCE, group, tables, CONFIG, CPU, FAST)[0]
+    small = dataclasses.replace(study, science=dataclasses.replace(SCIENCE, make_optimizer=small_memory))
+    result = train_group(small, group, CPU, FAST)[0]
     assert sizes == [6, 3, 2, 2, 2]
     warnings = capsys.readouterr().err.strip().splitlines()
     assert len(warnings) == 1 and "does not fit in memory" in warnings[0]
@@ -227,15 +219,15 @@ def test_out_of_memory_splits_the_group(tables, group, clean, monkeypatch, capsy
 
 
 def test_full_disk_is_one_line_and_keeps_finished_groups(tmp_path, monkeypatch, capsys):
-    original, calls = runner.save_group, []
+    original, calls = RunFolder.save_group, []
 
-    def disk_fills_up(out_dir, result, study_hash):
+    def disk_fills_up(folder, result):
         calls.append(result.arch.name)
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
-        original(out_dir, result, study_hash)
+        original(folder, result)
 
-    monkeypatch.setattr(runner, "save_group", disk_fills_up)
+    monkeypatch.setattr(RunFolder, "save_group", disk_fills_up)
     monkeypatch.delenv("GROKKING_PRESET", raising=False)
     out = tmp_path / "run"
     code = runner.main(SCIENCE, [f"--out_dir={out}", *study_args("--num_steps=20")])
@@ -243,4 +235,4 @@ def test_full_disk_is_one_line_and_keeps_finished_groups(tmp_path, monkeypatch, 
     assert code == 1
     assert err[-1].startswith(f"error: cannot write to {out}: No space left on device; finished groups are kept")
     assert "resume with: python" in err[-1]
-    assert os.listdir(out / runner.GROUPS_DIR) == ["L1_D16_H2.npz"]
+    assert os.listdir(out / GROUPS_DIR) == ["L1_D16_H2.npz"]
