@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import experiment as ex
-import runner
+from analysis import mean_stderr
+from runner.results import final_info
 
 STEPS = np.array([10, 20, 30, 40, 50])
 
@@ -55,16 +56,30 @@ def test_lost_at_the_end_is_not_sustained():
     assert m["val_drops_after_grok"] == 1
 
 
+def test_earlier_thresholds_and_the_two_kinds_of_drops_after_grokking():
+    steps = np.array([10, 20, 30, 40, 50, 60])
+    curves = {"train_loss": np.ones(6), "val_loss": np.ones(6), "weight_norm": np.ones(6),
+              "train_acc": np.array([0.3, 1, 1, 0.5, 1, 1]), "val_acc": np.array([0.1, 0.6, 0.995, 0.5, 0.999, 0.98])}
+    m = ex.run_metrics(steps, curves, num_steps=60)
+    assert (m["step_train_acc_50"], m["step_train_acc_90"], m["step_train_acc_99"]) == (20, 20, 20)
+    assert (m["step_val_acc_50"], m["step_val_acc_90"], m["step_val_acc_99"]) == (20, 30, 30)
+    # after grokking at 30: at 40 both accuracies fall (optimization), at 60 validation alone does
+    assert m["val_drops_after_grok"] == 2 and m["joint_drops_after_grok"] == 1 and m["val_only_drops_after_grok"] == 1
+    never = ex.run_metrics(STEPS, curve([0.4] * 5, [0.1] * 5), num_steps=60)
+    assert never["step_val_acc_50"] == never["step_train_acc_50"] == 60  # the budget when never, as at 99%
+    assert never["val_only_drops_after_grok"] is None and never["joint_drops_after_grok"] is None
+
+
 def test_stderr_is_sample_std_over_sqrt_n():
-    mean, stderr = runner.mean_stderr([3910, 4220, 4470])
+    mean, stderr = mean_stderr([3910, 4220, 4470])
     assert mean == pytest.approx(4200)
     assert stderr == pytest.approx(np.std([3910, 4220, 4470], ddof=1) / math.sqrt(3))
-    assert tuple(map(float, runner.mean_stderr([None, 2.0, 4.0]))) == (3.0, pytest.approx(1.0))
-    mean, stderr = runner.mean_stderr([5.0])  # one value: no standard error
+    assert tuple(map(float, mean_stderr([None, 2.0, 4.0]))) == (3.0, pytest.approx(1.0))
+    mean, stderr = mean_stderr([5.0])  # one value: no standard error
     assert mean == 5.0 and np.isnan(stderr)
-    assert all(np.isnan(v) for v in runner.mean_stderr([None, None]))  # no value: no mean
+    assert all(np.isnan(v) for v in mean_stderr([None, None]))  # no value: no mean
     # along an axis, as plot.py averages curves over seeds: a diverged (NaN) run is left out
-    mean, stderr = runner.mean_stderr([[1.0, 2.0], [3.0, 4.0], [float("nan"), 6.0]])
+    mean, stderr = mean_stderr([[1.0, 2.0], [3.0, 4.0], [float("nan"), 6.0]])
     assert list(mean) == [2.0, 4.0]
     assert stderr[0] == pytest.approx(np.std([1, 3], ddof=1) / np.sqrt(2))
     assert stderr[1] == pytest.approx(np.std([2, 4, 6], ddof=1) / np.sqrt(3))
@@ -73,7 +88,7 @@ def test_stderr_is_sample_std_over_sqrt_n():
 def test_final_info_has_the_ai_scientist_shape_with_rounded_headline_metrics():
     runs = [{"task": "x_div_y", "step_val_acc_99": 4940, "grokked": 1, "final_val_acc": 0.99123456, "other": 1},
             {"task": "x_div_y", "step_val_acc_99": 4691, "grokked": 0, "final_val_acc": None, "other": 2}]
-    info = runner.final_info(runs, {"step_val_acc_99": 0, "grokked": 3, "final_val_acc": 4}, plain=True)
+    info = final_info(runs, {"step_val_acc_99": 0, "grokked": 3, "final_val_acc": 4}, plain=True)
     assert list(info) == ["x_div_y"]
     assert info["x_div_y"]["means"] == {"step_val_acc_99_mean": 4816, "grokked_mean": 0.5, "final_val_acc_mean": 0.9912}
     assert info["x_div_y"]["stderrs"] == {"step_val_acc_99_stderr": 124, "grokked_stderr": 0.5,

@@ -1,0 +1,277 @@
+"""The statistics plot.py reads studies with, and the mean and standard error final_info.json uses:
+numpy and scipy only (plot.py runs where torch is not installed).
+
+A run's memorization and grokking are events in time. A run that never reaches a threshold within
+its budget (num_steps) is censored there: not fast, not slow, not missing. Every run of a study
+has the same budget and is followed to its end, so censoring happens only at the budget; then
+- the Kaplan-Meier estimate (scipy.stats.ecdf on CensoredData) is the empirical distribution of
+  the steps, with the runs that never got there at "beyond the budget";
+- the restricted mean time to the event up to the budget, the area under that curve, is the plain
+  mean of min(step, budget), and its standard error the usual one (sample std / sqrt(n));
+- the median is the step by which half the runs got there, or none when fewer than half did.
+Runs with the same seed share their split and their batches across architectures, so two
+architectures are compared by pairs (same task, seed, setting and other dimensions) with an exact
+two-sided sign test: wins, losses, ties (both never, or the same step) and p.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from typing import Callable
+
+import numpy as np
+from scipy import stats
+
+# Events a run's record times (runs.json): key -> (short name in summary.json, what it means, the
+# 0/1 field that says whether the run got there; without one, it got there when its step is below
+# the budget).
+EVENTS = {
+    "step_train_acc_99": ("memorize", "memorization (train > 99%)", "memorized"),
+    "step_val_acc_50": ("val_50", "validation > 50%", None),
+    "step_val_acc_90": ("val_90", "validation > 90%", None),
+    "step_val_acc_99": ("grok", "grokking (validation > 99%)", "grokked"),
+}
+GROKKING_THRESHOLDS = ("step_val_acc_50", "step_val_acc_90", "step_val_acc_99")
+REGIMES = ("groks", "memorizes only", "fails to fit", "diverged")
+SIGNIFICANCE = 0.05  # the level at which a paired comparison counts as significant in summary.md
+
+
+def mean_stderr(values, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error (sample std, ddof=1, / sqrt(n)) along `axis` over the finite values
+    (None counts as missing): NaN where none is finite (mean) or fewer than two are (stderr).
+    The one definition that experiment.py's outputs and plot.py's figures use."""
+    values = np.asarray([np.nan if v is None else v for v in values] if isinstance(values, list) else values,
+                        dtype=float)
+    finite = np.isfinite(values)
+    n = finite.sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(finite, values, 0.0).sum(axis=axis) / n
+        squares = (np.where(finite, values - np.expand_dims(mean, axis), 0.0) ** 2).sum(axis=axis)
+        stderr = np.where(n > 1, np.sqrt(squares / np.maximum(n - 1, 1) / np.maximum(n, 1)), np.nan)
+    return mean, stderr
+
+
+# ======================================================================================
+# One run: regime and event times
+# ======================================================================================
+
+
+def regime(record: dict) -> str:
+    """What became of a run: it diverged (a NaN or infinite loss), grokked (validation > 99%),
+    memorized only (training > 99%, validation never), or failed to fit (neither)."""
+    if record.get("diverged"):
+        return "diverged"
+    if record["grokked"]:
+        return "groks"
+    return "memorizes only" if record["memorized"] else "fails to fit"
+
+
+def event_time(record: dict, event: str, budget: int) -> tuple[float, bool] | None:
+    """(step, reached) of one run for an event, the step capped at the budget; None when the
+    record does not have the event (a study made before it was recorded)."""
+    value = record.get(event)
+    if value is None:
+        return None
+    flag = EVENTS[event][2]
+    reached = bool(record[flag]) if flag in record else value < budget
+    return float(min(value, budget)), reached
+
+
+def event_times(records: list[dict], event: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, reached) of the runs that have the event."""
+    pairs = [t for t in (event_time(r, event, budget) for r in records) if t is not None]
+    return np.array([p[0] for p in pairs], dtype=float), np.array([p[1] for p in pairs], dtype=bool)
+
+
+# ======================================================================================
+# Several runs of one architecture: time to event, censored at the budget
+# ======================================================================================
+
+
+def reached_curve(steps: np.ndarray, reached: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """The Kaplan-Meier estimate of the fraction of runs that reached the event by each step,
+    as a step function from 0 to the budget: (steps, fraction)."""
+    if len(steps) == 0:
+        return np.array([0.0, budget]), np.array([np.nan, np.nan])
+    fit = stats.ecdf(stats.CensoredData(uncensored=steps[reached], right=steps[~reached])).sf
+    x = np.concatenate([[0.0], fit.quantiles, [budget]])
+    y = 1 - np.concatenate([[1.0], fit.probabilities, [fit.probabilities[-1]]])
+    return x, y
+
+
+def time_to_event(steps: np.ndarray, reached: np.ndarray, budget: int) -> dict:
+    """How many reached the event, the restricted mean time up to the budget with its standard
+    error, and the median: the first step at which the Kaplan-Meier curve says half the runs
+    got there (None when fewer than half did)."""
+    mean, stderr = mean_stderr(np.minimum(steps, budget))
+    median = None
+    if reached.any():
+        fit = stats.ecdf(stats.CensoredData(uncensored=steps[reached], right=steps[~reached])).sf
+        half = np.flatnonzero(fit.probabilities <= 0.5)
+        median = float(fit.quantiles[half[0]]) if len(half) else None
+    return {"reached": int(reached.sum()), "restricted_mean": float(mean), "restricted_mean_stderr": float(stderr),
+            "median": median}
+
+
+def summary_row(records: list[dict], budget: int) -> dict:
+    """The runs of one task and architecture (and setting): how many, regime counts, and for
+    every event recorded <name>_reached, restricted_mean_<name> (with _stderr) and median_<name>."""
+    row = {"n": len(records), **{name.replace(" ", "_"): sum(regime(r) == name for r in records) for name in REGIMES}}
+    for event, (name, _, _) in EVENTS.items():
+        steps, reached = event_times(records, event, budget)
+        if len(steps):
+            t = time_to_event(steps, reached, budget)
+            row.update({f"{name}_reached": t["reached"], f"restricted_mean_{name}": t["restricted_mean"],
+                        f"restricted_mean_{name}_stderr": t["restricted_mean_stderr"], f"median_{name}": t["median"]})
+    drops = [(r["val_only_drops_after_grok"], r["joint_drops_after_grok"]) for r in records
+             if r.get("val_only_drops_after_grok") is not None]
+    if drops:
+        row["val_only_drops_after_grok"], row["joint_drops_after_grok"] = (float(np.mean(d)) for d in zip(*drops))
+    return row
+
+
+# ======================================================================================
+# Two architectures: paired comparisons
+# ======================================================================================
+
+
+def sign_test(differences: np.ndarray) -> dict:
+    """Exact two-sided sign test of paired differences a - b (negative: a got there first);
+    ties (0: the same step, or both never) are counted and left out of the test."""
+    wins, losses = int((differences < 0).sum()), int((differences > 0).sum())
+    p = stats.binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    return {"pairs": len(differences), "wins": wins, "losses": losses, "ties": len(differences) - wins - losses,
+            "p": float(p), "median_difference": float(np.median(differences)) if len(differences) else None}
+
+
+def pair_differences(records: list[dict], event: str, budget: int, is_a: Callable, is_b: Callable,
+                     pair_key: Callable) -> list[tuple]:
+    """(pair key, step of a - step of b, whether either never got there) for every pair of runs,
+    one of a and one of b, with equal pair_key(record). A run that never got there counts at the
+    budget, so a difference with it is a bound."""
+    sides = ({}, {})
+    for r in records:
+        for side, belongs in zip(sides, (is_a, is_b)):
+            t = event_time(r, event, budget) if belongs(r) else None
+            if t is not None:
+                side[pair_key(r)] = t
+    keys = sorted(set(sides[0]) & set(sides[1]), key=repr)
+    return [(k, sides[0][k][0] - sides[1][k][0], not (sides[0][k][1] and sides[1][k][1])) for k in keys]
+
+
+def paired(records: list[dict], event: str, budget: int, is_a: Callable, is_b: Callable,
+           pair_key: Callable) -> dict | None:
+    """Sign test of a against b for one event over the pairs pair_differences finds, and, for
+    reference, the unpaired log-rank test of the two sides' runs; None without a pair."""
+    pairs = pair_differences(records, event, budget, is_a, is_b, pair_key)
+    if not pairs:
+        return None
+    result = sign_test(np.array([d for _, d, _ in pairs]))
+    a, b = (event_times([r for r in records if belongs(r)], event, budget) for belongs in (is_a, is_b))
+    try:  # unpaired, for reference: does the whole distribution differ?
+        with warnings.catch_warnings():  # no event on either side: p is NaN, reported as None
+            warnings.simplefilter("ignore", RuntimeWarning)
+            result["logrank_p"] = float(stats.logrank(stats.CensoredData(uncensored=a[0][a[1]], right=a[0][~a[1]]),
+                                                      stats.CensoredData(uncensored=b[0][b[1]], right=b[0][~b[1]])).pvalue)
+    except (ValueError, ZeroDivisionError, FloatingPointError):
+        result["logrank_p"] = None
+    if result["logrank_p"] is not None and not np.isfinite(result["logrank_p"]):
+        result["logrank_p"] = None
+    return result
+
+
+def comparison_families(architectures: list[dict]) -> list[dict]:
+    """The architecture comparisons a grid holds, each as (family, a, b, is_a, is_b, pair_key):
+    depth at equal width and heads; width at equal depth and heads; heads at equal width; heads
+    at equal head size (width grows with heads); deep-narrow against wide-shallow at matched
+    parameter count (within MATCH_RATIO, equal heads)."""
+    values = lambda key: sorted({a[key] for a in architectures})
+    common = lambda r: (r["task"], r["setting"], r["seed"])
+    families = []
+    for x, y in itertools.combinations(values("layers"), 2):
+        families.append(("depth", f"{x} layer{'s' * (x > 1)}", f"{y} layers", lambda r, x=x: r["layers"] == x,
+                         lambda r, y=y: r["layers"] == y, lambda r: (*common(r), r["d_model"], r["heads"])))
+    for x, y in itertools.combinations(values("d_model"), 2):
+        families.append(("width", f"d_model {x}", f"d_model {y}", lambda r, x=x: r["d_model"] == x,
+                         lambda r, y=y: r["d_model"] == y, lambda r: (*common(r), r["layers"], r["heads"])))
+    for x, y in itertools.combinations(values("heads"), 2):
+        families.append(("heads at equal width", f"{x} heads", f"{y} heads", lambda r, x=x: r["heads"] == x,
+                         lambda r, y=y: r["heads"] == y, lambda r: (*common(r), r["layers"], r["d_model"])))
+        sizes = {a["d_model"] // a["heads"] for a in architectures if a["heads"] == x} & {
+            a["d_model"] // a["heads"] for a in architectures if a["heads"] == y}
+        if sizes:
+            families.append(("heads at equal head size", f"{x} heads", f"{y} heads",
+                             lambda r, x=x: r["heads"] == x, lambda r, y=y: r["heads"] == y,
+                             lambda r: (*common(r), r["layers"], r["d_model"] // r["heads"])))
+    for deep, wide in matched_pairs(architectures):
+        shape = lambda a: f"{a['layers']}x{a['d_model']}"
+        families.append(("deep-narrow vs wide-shallow", shape(deep), shape(wide),
+                         lambda r, d=deep: (r["layers"], r["d_model"]) == (d["layers"], d["d_model"]),
+                         lambda r, w=wide: (r["layers"], r["d_model"]) == (w["layers"], w["d_model"]),
+                         lambda r: (*common(r), r["heads"])))
+    names = ("family", "a", "b", "is_a", "is_b", "pair_key")
+    return [dict(zip(names, f)) for f in families]
+
+
+MATCH_RATIO = 1.1  # two architectures of different depth are "matched" within 10% parameters
+
+
+def matched_pairs(architectures: list[dict]) -> list[tuple[dict, dict]]:
+    """(deep-narrow, wide-shallow) shapes with more layers on the narrower side and parameter
+    counts within MATCH_RATIO of each other (one per shape pair; heads do not change the count)."""
+    shapes = {(a["layers"], a["d_model"]): a for a in architectures}.values()
+    return [(deep, wide) for deep in shapes for wide in shapes
+            if deep["layers"] > wide["layers"] and deep["d_model"] < wide["d_model"]
+            and max(deep["parameter_count"], wide["parameter_count"])
+            <= MATCH_RATIO * min(deep["parameter_count"], wide["parameter_count"])]
+
+
+def scopes(records: list[dict]) -> list[tuple[str, Callable]]:
+    """All runs pooled, then each task and each setting of the other varied axes alone."""
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    settings = list(dict.fromkeys(r["setting"] for r in records))
+    out = [("all", lambda r: True)]
+    if len(tasks) > 1:
+        out += [(f"task {t}", lambda r, t=t: r["task"] == t) for t in tasks]
+    if len(settings) > 1:
+        out += [(f"setting {s}", lambda r, s=s: r["setting"] == s) for s in settings]
+    return out
+
+
+def compare_architectures(records: list[dict], architectures: list[dict], budget: int) -> list[dict]:
+    """Every comparison of the grid, in every scope, at every event the records have; the
+    grokking comparisons marked threshold_sensitive when their direction (which side wins more
+    pairs) or their significance (p < SIGNIFICANCE) is not the same at every threshold."""
+    out = []
+    for family in comparison_families(architectures):
+        for scope, within in scopes(records):
+            chosen = [r for r in records if within(r)]
+            found = {}
+            for event in EVENTS:
+                result = paired(chosen, event, budget, family["is_a"], family["is_b"], family["pair_key"])
+                if result is not None:
+                    found[event] = {"family": family["family"], "a": family["a"], "b": family["b"], "scope": scope,
+                                    "event": event, "event_label": EVENTS[event][1], **result}
+            thresholds = [found[e] for e in GROKKING_THRESHOLDS if e in found]
+            verdicts = {(np.sign(c["wins"] - c["losses"]), c["p"] < SIGNIFICANCE) for c in thresholds}
+            for c in thresholds:
+                c["threshold_sensitive"] = len(thresholds) > 1 and len(verdicts) > 1
+            out += found.values()
+    return out
+
+
+def summarize(records: list[dict], architectures: list[dict], budget: int, name: str = "") -> dict:
+    """summary.json's content for one study: a row per task, setting and architecture, and every
+    paired comparison; each entry names the study ("run")."""
+    rows = []
+    for task, setting in dict.fromkeys((r["task"], r["setting"]) for r in records):
+        for a in sorted(architectures, key=lambda a: (a["parameter_count"], a["heads"])):
+            chosen = [r for r in records if (r["task"], r["setting"], r["architecture"]) == (task, setting, a["name"])]
+            if chosen:
+                rows.append({"run": name, "task": task, "setting": setting, "architecture": a["name"],
+                             "layers": a["layers"], "d_model": a["d_model"], "heads": a["heads"],
+                             "parameter_count": chosen[0]["parameter_count"], "bucket": a["bucket"],
+                             **summary_row(chosen, budget)})
+    comparisons = [{"run": name, **c} for c in compare_architectures(records, architectures, budget)]
+    return {"budget": budget, "rows": rows, "comparisons": comparisons}

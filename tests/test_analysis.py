@@ -1,0 +1,116 @@
+"""The statistics plot.py reads studies with: censoring at the budget, regimes, paired tests."""
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import analysis
+
+BUDGET = 3000
+
+
+def record(task="x_div_y", layers=1, d_model=64, heads=2, seed=0, setting="", grok=None, memorize=500,
+           val_50=None, val_90=None, **extra):
+    """A runs.json record; grok/memorize None: never within the budget."""
+    never = lambda step: BUDGET if step is None else step
+    return {"task": task, "layers": layers, "d_model": d_model, "heads": heads, "seed": seed, "setting": setting,
+            "architecture": f"L{layers}_D{d_model}_H{heads}", "parameter_count": 1000 * layers * d_model,
+            "step_train_acc_99": never(memorize), "memorized": int(memorize is not None),
+            "step_val_acc_99": never(grok), "grokked": int(grok is not None), "diverged": 0,
+            "step_val_acc_50": never(val_50 if val_50 is not None else grok),
+            "step_val_acc_90": never(val_90 if val_90 is not None else grok), **extra}
+
+
+def test_the_restricted_mean_is_the_area_under_scipys_kaplan_meier_curve():
+    """Censoring only at the budget: the area under the Kaplan-Meier curve up to the budget is the
+    mean of min(step, budget), never-grokked runs counted at the budget (the committed 72-run
+    study's x - y 4x64 with 4 heads: 3000, 3000, 1550 -> 2517, not the 1550 of the one that grokked)."""
+    steps, reached = np.array([3000.0, 3000.0, 1550.0]), np.array([False, False, True])
+    summary = analysis.time_to_event(steps, reached, BUDGET)
+    assert summary["restricted_mean"] == pytest.approx(2516.67, abs=0.01) and summary["reached"] == 1
+    assert summary["median"] is None  # fewer than half got there
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        steps = rng.integers(100, 4000, 9).astype(float)
+        reached = steps < BUDGET
+        steps = np.minimum(steps, BUDGET)
+        fit = stats.ecdf(stats.CensoredData(uncensored=steps[reached], right=steps[~reached])).sf
+        x = np.concatenate([[0.0], fit.quantiles, [BUDGET]])
+        y = np.concatenate([[1.0], fit.probabilities])
+        area = float(np.sum(np.diff(np.minimum(x, BUDGET)) * y))
+        assert analysis.time_to_event(steps, reached, BUDGET)["restricted_mean"] == pytest.approx(area)
+
+
+def test_the_median_and_the_reached_curve():
+    steps, reached = np.array([100.0, 200, 300, 3000]), np.array([True, True, True, False])
+    assert analysis.time_to_event(steps, reached, BUDGET)["median"] == 200
+    x, fraction = analysis.reached_curve(steps, reached, BUDGET)
+    assert fraction[0] == 0 and fraction[-1] == pytest.approx(0.75) and x[-1] == BUDGET
+
+
+def test_regimes():
+    assert analysis.regime(record(grok=900)) == "groks"
+    assert analysis.regime(record(grok=None)) == "memorizes only"
+    assert analysis.regime(record(grok=None, memorize=None)) == "fails to fit"
+    assert analysis.regime(record(grok=None, diverged=1)) == "diverged"
+
+
+def test_the_sign_test_counts_ties_apart():
+    result = analysis.sign_test(np.array([-5.0, -3, -1, -2, -7, -9, 0, 0]))
+    assert (result["pairs"], result["wins"], result["losses"], result["ties"]) == (8, 6, 0, 2)
+    assert result["p"] == pytest.approx(1 / 32)  # 6 of 6: 2 * 0.5^6
+    assert analysis.sign_test(np.array([0.0, 0.0]))["p"] == 1.0
+
+
+def test_depth_is_compared_by_pairs_that_share_seed_task_and_width():
+    records = [record(layers=n, seed=s, task=t, grok=1000 + 100 * n + s)
+               for n, s, t in itertools.product((1, 4), range(6), ("x_div_y", "x_minus_y"))]
+    records.append(record(layers=1, seed=99, grok=10))  # no 4-layer partner: not a pair
+    comparisons = analysis.compare_architectures(records, architectures(records), BUDGET)
+    pooled = next(c for c in comparisons if c["family"] == "depth" and c["scope"] == "all"
+                  and c["event"] == "step_val_acc_99")
+    assert (pooled["a"], pooled["b"], pooled["pairs"], pooled["wins"], pooled["losses"]) == ("1 layer", "4 layers", 12, 12, 0)
+    assert pooled["p"] == pytest.approx(2 * 0.5 ** 12)
+    per_task = [c for c in comparisons if c["scope"] == "task x_minus_y" and c["event"] == "step_val_acc_99"]
+    assert per_task[0]["pairs"] == 6 and per_task[0]["p"] == pytest.approx(1 / 32)
+
+
+def test_a_comparison_that_turns_with_the_threshold_is_marked():
+    """The deep model reaches 50% first in every pair but 99% last: threshold-sensitive."""
+    records = []
+    for seed in range(6):
+        records.append(record(layers=1, seed=seed, grok=1000, val_50=800, val_90=900))
+        records.append(record(layers=4, seed=seed, grok=1500, val_50=300, val_90=950))
+    comparisons = analysis.compare_architectures(records, architectures(records), BUDGET)
+    grokking = {c["event"]: c for c in comparisons if c["family"] == "depth" and c["event"] != "step_train_acc_99"}
+    assert grokking["step_val_acc_99"]["wins"] == 6 and grokking["step_val_acc_50"]["losses"] == 6
+    assert all(c["threshold_sensitive"] for c in grokking.values())
+    steady = [record(layers=n, seed=s, grok=1000 * n, val_50=500 * n, val_90=700 * n) for n in (1, 4) for s in range(6)]
+    assert not any(c.get("threshold_sensitive") for c in analysis.compare_architectures(steady, architectures(steady),
+                                                                                        BUDGET))
+
+
+def test_heads_are_compared_at_equal_width_and_at_equal_head_size():
+    records = [record(d_model=d, heads=h, seed=s, grok=1000 + h * 10 + d) for d, h in ((32, 2), (64, 2), (64, 4))
+               for s in range(3)]
+    families = {(c["family"], c["a"], c["b"]) for c in analysis.compare_architectures(records, architectures(records),
+                                                                                       BUDGET)}
+    assert ("heads at equal width", "2 heads", "4 heads") in families  # 64x2 vs 64x4
+    assert ("heads at equal head size", "2 heads", "4 heads") in families  # 32x2 vs 64x4, 16 per head
+    assert ("width", "d_model 32", "d_model 64") in families
+
+
+def test_matched_pairs_are_deep_narrow_against_wide_shallow_within_ten_percent():
+    archs = [{"name": f"L{n}_D{d}_H{h}", "layers": n, "d_model": d, "heads": h, "parameter_count": p}
+             for n, d, p in ((4, 64, 213_025), (1, 128, 224_353), (2, 128, 422_625), (1, 256, 841_825),
+                             (4, 128, 819_169)) for h in (4, 8)]
+    pairs = [(a["layers"], a["d_model"], b["layers"], b["d_model"]) for a, b in analysis.matched_pairs(archs)]
+    assert pairs == [(4, 64, 1, 128), (4, 128, 1, 256)]
+
+
+def architectures(records):
+    seen = {r["architecture"]: r for r in records}
+    return [{"name": n, "layers": r["layers"], "d_model": r["d_model"], "heads": r["heads"],
+             "parameter_count": r["parameter_count"], "bucket": "all"} for n, r in seen.items()]
