@@ -23,32 +23,36 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import experiment as ex  # noqa: E402
-import runner  # noqa: E402
+from runner.folder import RunFolder, study_identity  # noqa: E402
+from runner.options import Options  # noqa: E402
+from runner.plan import Study  # noqa: E402
+from runner.results import parameter_count  # noqa: E402
+from runner.training import GroupResult  # noqa: E402
 
 
 def synthetic_study(source: str, out: str, seed: int) -> None:
     """A default-study folder whose curves repeat the real ones of `source`, written by
-    runner.write_outputs itself (so the files are exactly what plot.py reads)."""
+    the run folder itself (so the files are exactly what plot.py reads)."""
     with np.load(os.path.join(source, "curves.npz")) as npz:
         curves = {k: npz[k] for k in npz.files}
     with open(os.path.join(source, "runs.json")) as f:
         source_runs = json.load(f)
     science, c = ex.science(), ex.Config()
-    tables = runner.build_tables(science, c)
+    study = Study.build(science, c)
     steps = np.array(ex.evaluation_steps(c))
     rng = np.random.default_rng(seed)
     results = []
-    for group in runner.plan_groups(c, tables):
+    for group in study.groups():
         arch, members = group.arch, group.members
-        size = runner.parameter_count(science, arch, tables[members[0].task, members[0].setting], c)
+        size = parameter_count(science, arch, study.table(members[0]), c)
         # bigger models get a slower clock: steps stretched by 0.6 .. 1.4 over the grid's sizes
         stretch = 0.6 + 0.8 * (np.log(size) - np.log(6e4)) / np.log(60) + rng.normal(0, 0.05)
         index = np.clip((np.arange(len(steps)) * stretch).astype(int), 0, len(curves["step"]) - 1)
         rows = [[i for i, r in enumerate(source_runs) if r["task"] == m.task][m.seed % 3] for m in members]
         stacked = {name: np.stack([curves[name][row][index] for row in rows]) for name in curves if name != "step"}
-        results.append(runner.GroupResult(group, steps, stacked, wall_time_s=0.0, eval_time_s=0.0))
+        results.append(GroupResult(group, steps, stacked, wall_time_s=0.0, eval_time_s=0.0))
     os.makedirs(out, exist_ok=True)
-    runner.write_outputs(science, out, results, tables, c, runner.Options(out_dir=out), {"synthetic": True})
+    RunFolder(out, study_identity(study)).write_outputs(study, results, Options(out_dir=out), {"synthetic": True})
 
 
 def main() -> int:

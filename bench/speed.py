@@ -12,10 +12,11 @@ Measures, in one process:
   training step of a group of --members runs of x / y, x - y and x + y (experiment.py's
   train_step: forward, backward, AdamW; the device synchronized around it) and of one evaluation
   on the full training and validation splits;
-- model FLOP/s (runner.step_flops / forward_flops: matmul FLOPs of the fast forward's
+- model FLOP/s (step_flops / forward_flops: matmul FLOPs of the fast forward's
   computation) and its fraction of the peak;
 - per run and step: the training step alone, and end to end with the full-split evaluation
-  every eval_every steps;
+  every eval_every steps (--progress_measures=both: with experiment.py's progress measures and
+  without, to see what they cost);
 - with --template: the AI-Scientist grokking template (imported from that path, never copied
   here) timed the same way: its own train() over its DataLoader (10 steps) for the step alone, plus
   its evaluate() (8 validation batches per 10 steps) end to end, and the ratios template / ours.
@@ -41,7 +42,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import experiment as ex  # noqa: E402
-import runner  # noqa: E402
+from runner.backends import configure_backend, device_name, resolve_device  # noqa: E402
+from runner.forwards import make_forward, member_models, stack_parameters  # noqa: E402
+from runner.plan import Architecture, Group, Study  # noqa: E402
+from runner.progress import forward_flops, step_flops  # noqa: E402
+from runner.results import parameter_count  # noqa: E402
+from runner.training import GroupData, evaluate, synchronize  # noqa: E402
 
 ARITHMETIC = ("x_div_y", "x_minus_y", "x_plus_y")  # one domain (mod p): one group
 
@@ -50,10 +56,10 @@ def timed(fn, device, repeats: int) -> list[float]:
     """Seconds of each of `repeats` calls of fn(), the device synchronized around each."""
     times = []
     for _ in range(repeats):
-        runner.synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         fn()
-        runner.synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return times
 
@@ -93,32 +99,33 @@ class Contender:
         return (step + (evaluation / self.eval_every if with_eval else 0.0)) / self.runs
 
 
-def group_contender(science, arch: runner.Architecture, members: int, forward: str, device) -> Contender:
-    """A group of `members` runs of x / y, x - y and x + y, training with experiment.py's train_step."""
+def group_contender(science, arch: Architecture, members: int, forward: str, device, progress: bool = True) -> Contender:
+    """A group of `members` runs of x / y, x - y and x + y, training with experiment.py's train_step
+    and evaluating its curves (with the progress measures, or without)."""
     c = ex.Config(tasks=ARITHMETIC, layers=(arch.layers,), dims=(arch.d_model,), heads=(arch.heads,),
-                  seeds=-(-members // len(ARITHMETIC)))
-    tables = runner.build_tables(science, c)
-    group, = runner.plan_groups(c, tables)
-    group = runner.Group(arch, group.members[:members])
-    models = runner.member_models(science, group, tables, c)
-    params = runner.stack_parameters(models, device, torch.float32)
+                  seeds=-(-members // len(ARITHMETIC)), progress_measures=progress)
+    study = Study.build(science, c)
+    group, = study.groups()
+    group = Group(arch, group.members[:members])
+    models = member_models(study, group)
+    params = stack_parameters(models, device, torch.float32)
     model = models[0].to(device)
-    fwd = runner.make_forward(forward, model, arch, device, torch.float32)
-    data = runner.GroupData(group.members, tables, c, science, device)
+    fwd = make_forward(forward, model, arch, device, torch.float32)
+    data = GroupData(study, group.members, device)
     optimizer, schedule = science.make_optimizer(params, c)
     counter = iter(range(10 ** 9))
 
     def train_step():
         science.train_step(lambda tokens: fwd(params, tokens), optimizer, schedule, *data.batch(next(counter)))
 
-    member_tables = [tables[m.task, m.setting] for m in group.members]
-    info = {"architecture": arch.name, "forward": forward, "members": members,
-            "parameters": runner.parameter_count(science, arch, member_tables[0], c),
-            "train_flops": sum(runner.step_flops(arch, t, c.batch_size) for t in member_tables),
-            "eval_flops": sum(runner.forward_flops(arch, t.num_classes, len(t.answers), t.num_classes)
+    member_tables = [study.table(m) for m in group.members]
+    info = {"architecture": arch.name, "forward": forward + ("" if progress else " -pm"), "members": members,
+            "parameters": parameter_count(science, arch, member_tables[0], c),
+            "train_flops": sum(step_flops(arch, t, c.batch_size) for t in member_tables),
+            "eval_flops": sum(forward_flops(arch, t.num_classes, len(t.answers), t.num_classes)
                               for t in member_tables)}
     return Contender(members, train_step,
-                     lambda: runner.evaluate(science, fwd, params, data, arch.d_model), eval_every=c.eval_every,
+                     lambda: evaluate(study, fwd, params, data, arch.d_model), eval_every=c.eval_every,
                      info=info)
 
 
@@ -154,18 +161,21 @@ def main() -> int:
     parser.add_argument("--peak_n", type=int, default=4096, help="size of the peak-measuring matmul")
     parser.add_argument("--template", help="path to the AI-Scientist templates/grokking/experiment.py (needs einops)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--progress_measures", default="on", choices=("on", "off", "both"),
+                        help="evaluate with experiment.py's progress measures, without (forward shown as '-pm'), or both")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args()
 
-    device = runner.resolve_device(args.device)
-    runner.configure_backend(device)
+    device = resolve_device(args.device)
+    configure_backend(device)
     science = ex.science()
     peak = matmul_peak(device, args.peak_n)
-    print(f"device: {runner.device_name(device)}; fp32 matmul peak ({args.peak_n}^3): {peak / 1e9:.0f} GFLOP/s")
-    archs = ([runner.Architecture(n, d, args.heads) for n in (1, 2, 4) for d in (64, 128, 256)] if args.shapes
-             else [runner.Architecture(args.layers, args.dims, args.heads)])
-    contenders = [group_contender(science, arch, args.members, forward, device)
-                  for arch in archs for forward in args.forwards.split(",")]
+    print(f"device: {device_name(device)}; fp32 matmul peak ({args.peak_n}^3): {peak / 1e9:.0f} GFLOP/s")
+    archs = ([Architecture(n, d, args.heads) for n in (1, 2, 4) for d in (64, 128, 256)] if args.shapes
+             else [Architecture(args.layers, args.dims, args.heads)])
+    progress = {"on": [True], "off": [False], "both": [True, False]}[args.progress_measures]
+    contenders = [group_contender(science, arch, args.members, forward, device, measures)
+                  for arch in archs for forward in args.forwards.split(",") for measures in progress]
     template = template_contender(args.template) if args.template else None
     everyone = contenders + ([template] if template else [])
     for contender in everyone:  # warm-up: allocator, kernels, the first batch chunk
@@ -204,7 +214,7 @@ def main() -> int:
               f"(medians over {args.rounds} interleaved rounds)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": runner.device_name(device), "torch": torch.__version__,
+            json.dump({"device": device_name(device), "torch": torch.__version__,
                        "matmul_peak_gflops": peak / 1e9, "rounds": args.rounds,
                        "template": template and {"step_ms": 1e3 * template.per_run_step(False),
                                                  "end_to_end_ms_per_step": 1e3 * template.per_run_step(True)},
