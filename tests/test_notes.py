@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 import experiment as ex
-import runner
+import analysis
+from analysis import mean_stderr
+from runner.cli import resolve
+from runner.plan import config_from_json
 from support import run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +29,7 @@ def run0_table(runs: list[dict]) -> str:
     for task in dict.fromkeys(r["task"] for r in runs):
         cells = []
         for metric, _, digits in COLUMNS:
-            mean, stderr = runner.mean_stderr([r[metric] for r in runs if r["task"] == task])
+            mean, stderr = mean_stderr([r[metric] for r in runs if r["task"] == task])
             cells.append(f"{mean:.{digits}f} ± {stderr:.{digits}f}")
         lines.append(f"{task:<12}" + "".join(f"{cell:>20}" for cell in cells))
     return "\n".join(lines)
@@ -39,8 +42,8 @@ def test_run0_is_what_this_code_computes(tmp_path):
     float32 differently, hence the tolerances, far below what a change of code path gives)."""
     with open(os.path.join(RUN_0, "config.json")) as f:
         saved = json.load(f)
-    c, _ = runner.resolve(ex.science(), ["--out_dir=run_0", f"--preset={saved['preset']}"], environ={})
-    assert runner.config_from_json(ex.science(), saved["config"]) == c  # the baseline preset still means run_0
+    c, _ = resolve(ex.science(), ["--out_dir=run_0", f"--preset={saved['preset']}"], environ={})
+    assert config_from_json(ex.science(), saved["config"]) == c  # the baseline preset still means run_0
     out = tmp_path / "run"
     result = run_script([f"--out_dir={out}", f"--preset={saved['preset']}", "--tasks=x_div_y", "--num_steps=50"])
     assert result.returncode == 0, result.stderr
@@ -79,33 +82,66 @@ def test_every_figure_of_plot_py_is_described(notes):
         source = f.read()
     names = set(re.findall(r'f"(\{[a-z.]+\}_[a-z_{}.]+\.png)"', source))
     assert names, "no figure names found in plot.py"
-    described = {"{curve}_{task}.png": "train_loss_T.png", "{run.name}_capacity_{bucket}.png": "R_capacity_B.png",
-                 "{run.name}_steps_vs_params.png": "R_steps_vs_params.png",
-                 "{run.name}_heatmap_{task}.png": "R_heatmap_T.png",
-                 "{run.name}_deep_vs_wide.png": "R_deep_vs_wide.png", "{run.name}_stability.png": "R_stability.png",
-                 "{run.name}_axis_{axis}.png": "R_axis_A.png", "{run.name}_accuracy.png": "R_accuracy.png"}
-    assert names == set(described)
-    for pattern in described.values():
+    letters = {"run.name": "R", "curve": "C", "task": "T", "bucket": "B", "axis": "A"}  # as notes.txt writes them
+    described = [re.sub(r"\{([a-z.]+)\}", lambda m: letters[m.group(1)], name) for name in names]
+    for pattern in described:
         assert pattern in notes
 
 
-def test_the_cpu_studies_numbers_match_their_files(notes):
-    """The demo's and capacity_cpu's numbers in notes.txt are those of studies/demo and
-    studies/capacity_cpu."""
-    with open(os.path.join(ROOT, "studies", "capacity_cpu", "runs.json")) as f:
+def capacity_table(runs: list[dict], architectures: list[dict], budget: int) -> str:
+    """The capacity_cpu table of notes.txt, from runs.json with analysis.py: per architecture and
+    task the regimes, restricted mean memorization and grokking steps (k/n where not all got
+    there) and the median grokking step."""
+    lines = [f"  {'architecture':<16}{'parameters':>10}  {'task':<10} {'g/m/f/d':<9}{'memorization':>19}"
+             f"{'grokking':>19}{'median':>8}"]
+    for a in architectures:
+        for task in dict.fromkeys(r["task"] for r in runs):
+            row = analysis.summary_row([r for r in runs if (r["architecture"], r["task"]) == (a["name"], task)], budget)
+            cells = []
+            for name in ("memorize", "grok"):
+                reached = "" if row[f"{name}_reached"] == row["n"] else f" ({row[f'{name}_reached']}/{row['n']})"
+                cells.append(f"{row[f'restricted_mean_{name}']:.0f} ± {row[f'restricted_mean_{name}_stderr']:.0f}{reached}")
+            regimes = "/".join(str(row[k]) for k in ("groks", "memorizes_only", "fails_to_fit", "diverged"))
+            median = "-" if row["median_grok"] is None else f"{row['median_grok']:.0f}"
+            shape = f"{a['layers']}x{a['d_model']}, {a['heads']} heads"
+            lines.append(f"  {shape:<16}{a['parameter_count']:>10,}  {task:<10} {regimes:<9}{cells[0]:>19}"
+                         f"{cells[1]:>19}{median:>8}")
+    return "\n".join(lines)
+
+
+# A paired comparison as notes.txt cites it: [family: a vs b, scope, event: wins-losses of pairs
+# pairs (ties tied), p = p], e.g. [depth: 1 layer vs 4 layers, all, grok: 20-3 of 24 pairs (1 tied), p = 0.0003]
+CITATION = re.compile(r"\[([a-z -]+): (.+?) vs (.+?), (.+?), (memorize|val_50|val_90|grok): (\d+)-(\d+) of (\d+) pairs "
+                      r"\((\d+) tied\), p = ([\d.e-]+)\]")
+
+
+def test_the_capacity_study_in_notes_is_what_its_files_hold(notes):
+    """Every number notes.txt gives for studies/capacity_cpu: the table, the counts of runs, and
+    every paired comparison it cites, recomputed from runs.json by analysis.py."""
+    folder = os.path.join(ROOT, "studies", "capacity_cpu")
+    with open(os.path.join(folder, "runs.json")) as f:
         runs = json.load(f)
+    with open(os.path.join(folder, "architectures.json")) as f:
+        architectures = json.load(f)
+    with open(os.path.join(folder, "config.json")) as f:
+        budget = json.load(f)["config"]["num_steps"]
+    assert capacity_table(runs, architectures, budget) in notes
     assert f"Grokked: {sum(r['grokked'] for r in runs)} of {len(runs)} runs" in notes
-    rows = re.findall(r"^ +(\d)x64, (\d) heads +(.*)$", notes, flags=re.M)
-    assert len(rows) == 6
-    for layers, heads, cells in rows:
-        expected = []
-        for task in ("x_div_y", "x_minus_y"):
-            for step, reached in (("step_train_acc_99", "memorized"), ("step_val_acc_99", "grokked")):
-                values = [r[step] for r in runs if (r["layers"], r["d_model"], r["heads"], r["task"], r[reached])
-                          == (int(layers), 64, int(heads), task, 1)]
-                mean, stderr = runner.mean_stderr(values)
-                expected.append(f"{mean:.0f} ± {stderr:.0f}" if len(values) == 3 else f"{mean:.0f} ({len(values)}/3)")
-        assert re.findall(r"\d+ ± \d+|\d+ \(\d/3\)", cells) == expected, (layers, heads)
+    assert f"memorized: {sum(r['memorized'] for r in runs)} of {len(runs)}" in notes
+    comparisons = analysis.compare_architectures(runs, architectures, budget)
+    short = {event: name for event, (name, _, _) in analysis.EVENTS.items()}
+    cited = CITATION.findall(notes)
+    assert len(cited) >= 8, "the reading cites its paired tests"
+    for family, a, b, scope, event, wins, losses, pairs, ties, p in cited:
+        match = [c for c in comparisons if (c["family"], c["a"], c["b"], c["scope"], short[c["event"]])
+                 == (family, a, b, scope, event)]
+        assert len(match) == 1, (family, a, b, scope, event)
+        c = match[0]
+        assert (c["wins"], c["losses"], c["pairs"], c["ties"]) == (int(wins), int(losses), int(pairs), int(ties)), c
+        assert f"{c['p']:.2g}" == p, (c, p)
+
+
+def test_the_demo_numbers_in_notes_are_what_its_files_hold(notes):
     folder = os.path.join(ROOT, "studies", "demo")
     with open(os.path.join(folder, "runs.json")) as f:
         demo = json.load(f)
