@@ -11,7 +11,9 @@ has the same budget and is followed to its end, so censoring happens only at the
 - the median is the step by which half the runs got there, or none when fewer than half did.
 Runs with the same seed share their split and their batches across architectures, so two
 architectures are compared by pairs (same task, seed, setting and other dimensions) with an exact
-two-sided sign test: wins, losses, ties (both never, or the same step) and p.
+two-sided sign test: wins, losses, ties (both never, or the same step) and p. A study makes many
+such tests, so each also gets q, its p adjusted for all of them (Benjamini-Hochberg), and
+significance means q < SIGNIFICANCE.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ EVENTS = {
 }
 GROKKING_THRESHOLDS = ("step_val_acc_50", "step_val_acc_90", "step_val_acc_99")
 REGIMES = ("groks", "memorizes only", "fails to fit", "diverged")
-SIGNIFICANCE = 0.05  # the level at which a paired comparison counts as significant in summary.md
+SIGNIFICANCE = 0.05  # a paired comparison is significant when its q (p adjusted for the study's tests) is below this
 
 
 def mean_stderr(values, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -240,10 +242,11 @@ def scopes(records: list[dict]) -> list[tuple[str, Callable]]:
 
 
 def compare_architectures(records: list[dict], architectures: list[dict], budget: int) -> list[dict]:
-    """Every comparison of the grid, in every scope, at every event the records have; the
-    grokking comparisons marked threshold_sensitive when their direction (which side wins more
-    pairs) or their significance (p < SIGNIFICANCE) is not the same at every threshold."""
-    out = []
+    """Every comparison of the grid, in every scope, at every event the records have; each with
+    q, its p adjusted for the study's many comparisons (false_discovery_rate), and the grokking
+    comparisons marked threshold_sensitive when their direction (which side wins more pairs) or
+    their significance (q < SIGNIFICANCE) is not the same at every threshold."""
+    out, by_thresholds = [], []
     for family in comparison_families(architectures):
         for scope, within in scopes(records):
             chosen = [r for r in records if within(r)]
@@ -253,12 +256,22 @@ def compare_architectures(records: list[dict], architectures: list[dict], budget
                 if result is not None:
                     found[event] = {"family": family["family"], "a": family["a"], "b": family["b"], "scope": scope,
                                     "event": event, "event_label": EVENTS[event][1], **result}
-            thresholds = [found[e] for e in GROKKING_THRESHOLDS if e in found]
-            verdicts = {(np.sign(c["wins"] - c["losses"]), c["p"] < SIGNIFICANCE) for c in thresholds}
-            for c in thresholds:
-                c["threshold_sensitive"] = len(thresholds) > 1 and len(verdicts) > 1
             out += found.values()
+            by_thresholds.append([found[e] for e in GROKKING_THRESHOLDS if e in found])
+    for c, q in zip(out, false_discovery_rate([c["p"] for c in out])):
+        c["q"] = q
+    for thresholds in by_thresholds:
+        verdicts = {(np.sign(c["wins"] - c["losses"]), c["q"] < SIGNIFICANCE) for c in thresholds}
+        for c in thresholds:
+            c["threshold_sensitive"] = len(thresholds) > 1 and len(verdicts) > 1
     return out
+
+
+def false_discovery_rate(p_values: list[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (q) of a study's comparisons, taken together: a study
+    of a 3 x 3 grid makes some 80 sign tests, so about 4 would reach p < 0.05 by chance alone;
+    those with q < 0.05 keep the expected share of false findings among them below 5%."""
+    return [float(q) for q in stats.false_discovery_control(p_values)] if p_values else []
 
 
 def summarize(records: list[dict], architectures: list[dict], budget: int, name: str = "") -> dict:

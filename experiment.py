@@ -31,7 +31,8 @@ check at start proves it equal to the plain model, so an edited model trains as 
 Reading the results (the definitions a write-up needs; notes.txt has them at length):
 - A run is one task x architecture x seed (x setting). Runs with one seed share the split and the
   batches across architectures, so architectures are compared by pairs of runs (exact sign test:
-  pairs, wins, losses, ties, p), never by means of unpaired runs alone.
+  pairs, wins, losses, ties, p; q is p adjusted for all of a study's comparisons together,
+  Benjamini-Hochberg, and a claim needs q < 0.05), never by means of unpaired runs alone.
 - Evaluation is on the full training and validation splits every eval_every steps. "Reached"
   means accuracy strictly above 0.99: step_train_acc_99 (memorization), step_val_acc_99
   (grokking); also at 0.5 and 0.9 (step_val_acc_50, step_val_acc_90, ...). A run that never
@@ -118,7 +119,7 @@ PRESETS: dict[str, dict] = {
     # (at steps 1700-1940 with seeds 0 and 1, so 2200 steps show the jump and what follows).
     "demo": dict(tasks=("x_plus_y",), layers=(2,), dims=(64, 96), heads=(4,), seeds=2, prime=59,
                  train_fraction=0.35, lr=2e-3, weight_decay=1.0, num_steps=2200, eval_every=20),
-    # The study's question at CPU scale (about 2.3 hours on 2 cores): depth 1/2/4 x (d_model, heads)
+    # The study's question at CPU scale (98 min on 2 cores): depth 1/2/4 x (d_model, heads)
     # in (64, 2), (64, 4), (128, 4) (zipped), so heads vary at equal width (64x2 vs 64x4) and at
     # equal head size (64x2 vs 128x4, 32 each), width at equal heads (64x4 vs 128x4), and 4x64 (208K
     # parameters) vs 1x128 (215K) is a matched deep-narrow / wide-shallow pair; x/y and x-y

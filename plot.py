@@ -7,8 +7,8 @@
 A run that never reaches a threshold within its budget is censored there, never averaged as if it
 had: steps are restricted means up to the budget (never = the budget) with k/n beside them, the
 time to an event is drawn as a Kaplan-Meier curve, and architectures are compared by pairs of runs
-that share a seed (an exact sign test). The statistics are in analysis.py; notes.txt says how to
-read every figure.
+that share a seed (an exact sign test, its p adjusted for the study's many tests as q). The
+statistics are in analysis.py; notes.txt says how to read every figure.
 
 Figures (PNG, written to --out, default the current folder):
   {train_loss,val_loss,train_acc,val_acc}_{task}.png   every run (thin) and the median (thick) of
@@ -27,7 +27,7 @@ Figures (PNG, written to --out, default the current folder):
   {run}_heatmap_{task}.png          restricted mean grokking step (k/n) and fraction grokked over
                                     layers x d_model
   {run}_paired.png                  every architecture comparison at every threshold: pairs won and
-                                    lost, sign-test p
+                                    lost, sign-test p and q
   {run}_deep_vs_wide.png            the paired differences of deep-narrow and wide-shallow runs at
                                     matched size, one point per pair
   {run}_stability.png               drops of validation accuracy after grokking: with training
@@ -713,14 +713,14 @@ def figure_paired(run: Run, summary: dict):
     """Every comparison of a run folder's grid (all its runs pooled, and per setting), at every
     threshold: the
     share of pairs in which a got there first (blue), the same step or both never (gray), b first
-    (orange), with the pairs and the sign test's p."""
+    (orange), with the sign test's p and its q (adjusted for the study's many comparisons)."""
     events = [e for e in analysis.EVENTS if any(c["event"] == e for c in summary["comparisons"])]
     chosen = [c for c in summary["comparisons"] if c["scope"] == "all" or c["scope"].startswith("setting")]
     keys = list(dict.fromkeys((c["family"], c["a"], c["b"], c["scope"]) for c in chosen))
     if not keys:
         return None
     found = {(c["family"], c["a"], c["b"], c["scope"], c["event"]): c for c in chosen}
-    fig, axes = plt.subplots(1, len(events), figsize=(3.3 * len(events) + 4.5, 0.3 * len(keys) + 1.6),
+    fig, axes = plt.subplots(1, len(events), figsize=(3.3 * len(events) + 3.5, 0.36 * len(keys) + 1.6),
                              squeeze=False, sharey=True)
     for ax, event in zip(axes[0], events):
         for y, key in enumerate(keys):
@@ -731,19 +731,20 @@ def figure_paired(run: Run, summary: dict):
             for count, color in ((c["wins"], "tab:blue"), (c["ties"], "lightgray"), (c["losses"], "tab:orange")):
                 ax.barh(y, count / c["pairs"], left=left, color=color)
                 left += count / c["pairs"]
-            ax.text(1.02, y, f"p={c['p']:.2g}" + (" *" if c["p"] < analysis.SIGNIFICANCE else ""), va="center",
-                    fontsize=7)
-        ax.set_xlim(0, 1.3)
+            ax.text(1.02, y, f"p={c['p']:.2g} q={c['q']:.2g}" + (" *" if c["q"] < analysis.SIGNIFICANCE else ""),
+                    va="center", fontsize=7)
+        ax.set_xlim(0, 1.75)
         ax.set_xticks([0, 0.5, 1])
         ax.axvline(0.5, color="black", lw=0.5)
         ax.set_title(analysis.EVENTS[event][1], fontsize=9)
         ax.set_xlabel("share of pairs", fontsize=8)
     scope = lambda s: "" if s == "all" else f" [{s.split(' ', 1)[1]}]"
-    axes[0, 0].set_yticks(range(len(keys)), [f"{f}: {a} vs {b}{scope(s)}" for f, a, b, s in keys], fontsize=7)
+    axes[0, 0].set_yticks(range(len(keys)), [f"{f}:\n{a} vs {b}{scope(s)}" for f, a, b, s in keys], fontsize=7)
     axes[0, 0].invert_yaxis()
     suptitle(fig, f"{run.label}: paired comparisons (same task, seed, setting and other dimensions). Blue: the first "
-                  "named got there first; gray: same step or both never; orange: the second first. * p < "
-                  f"{analysis.SIGNIFICANCE} (exact two-sided sign test over the pairs that differ)")
+                  "named got there first; gray: same step or both never; orange: the second first. p: exact "
+                  "two-sided sign test over the pairs that differ; q: p adjusted for all of the study's comparisons "
+                  f"(Benjamini-Hochberg); * q < {analysis.SIGNIFICANCE}")
     return finish(fig, f"{run.name}_paired.png")
 
 
@@ -838,8 +839,8 @@ def event_cell(row: dict, name: str) -> str:
 def comparison_cell(c: dict | None) -> str:
     if c is None:
         return "-"
-    cell = f"{c['wins']}-{c['losses']} ({c['ties']} tied), p={c['p']:.2g}"
-    return f"**{cell}**" if c["p"] < analysis.SIGNIFICANCE else cell
+    cell = f"{c['wins']}-{c['losses']} ({c['ties']} tied), p={c['p']:.2g}, q={c['q']:.2g}"
+    return f"**{cell}**" if c["q"] < analysis.SIGNIFICANCE else cell
 
 
 def summary_table(runs: list[Run], summaries: dict[str, dict]) -> str:
@@ -865,9 +866,10 @@ def summary_table(runs: list[Run], summaries: dict[str, dict]) -> str:
         if comparisons:
             events = [e for e in analysis.EVENTS if any(c["event"] == e for c in comparisons)]
             lines += ["", "Paired comparisons (pairs share task, seed, setting and the other dimensions): "
-                      "a-b = pairs in which the first named got there first - the second; exact two-sided sign "
-                      f"test, **bold** at p < {analysis.SIGNIFICANCE}; threshold-sensitive: the direction or the "
-                      "significance is not the same at 50%, 90% and 99% validation accuracy.", "",
+                      "a-b = pairs in which the first named got there first - the second; p: exact two-sided sign "
+                      "test; q: p adjusted for all of this study's comparisons (Benjamini-Hochberg), **bold** at q < "
+                      f"{analysis.SIGNIFICANCE}; threshold-sensitive: the direction or the significance is not the "
+                      "same at 50%, 90% and 99% validation accuracy.", "",
                       "| comparison | runs | " + " | ".join(analysis.EVENTS[e][1] for e in events)
                       + " | threshold-sensitive |", "|---|---|" + "---|" * (len(events) + 1)]
             found = {(c["family"], c["a"], c["b"], c["scope"], c["event"]): c for c in comparisons}

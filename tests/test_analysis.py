@@ -92,6 +92,26 @@ def test_a_comparison_that_turns_with_the_threshold_is_marked():
                                                                                         BUDGET))
 
 
+def test_q_adjusts_every_comparison_of_a_study_for_the_others():
+    """Benjamini-Hochberg: sorted p 0.01, 0.03, 0.04, 0.2 of four tests give q 0.04, 0.0533,
+    0.0533, 0.2. In a study, a p of 1/32 (6 of 6 pairs) that is one of many tests of nothing is
+    no longer significant once adjusted."""
+    assert analysis.false_discovery_rate([0.04, 0.01, 0.2, 0.03]) == pytest.approx([0.16 / 3, 0.04, 0.2, 0.16 / 3])
+    assert analysis.false_discovery_rate([]) == []
+    records = []
+    for seed in range(6):  # 1 layer first at 99% in every pair; at 50% and 90%, and in memorization, all tied
+        records.append(record(layers=1, seed=seed, grok=1000, val_50=500, val_90=800))
+        records.append(record(layers=4, seed=seed, grok=1500, val_50=500, val_90=800))
+    for d, seed in itertools.product((32, 128), range(6)):  # width: all tied, 4 tests of nothing, p = 1
+        records.append(record(d_model=d, seed=seed, grok=1000, val_50=500, val_90=800))
+    comparisons = analysis.compare_architectures(records, architectures(records), BUDGET)
+    for c in comparisons:
+        assert c["p"] <= c["q"] <= 1
+    grok = next(c for c in comparisons if (c["family"], c["event"]) == ("depth", "step_val_acc_99"))
+    assert grok["p"] == pytest.approx(1 / 32) and grok["q"] == pytest.approx(len(comparisons) / 32)
+    assert grok["q"] > analysis.SIGNIFICANCE
+
+
 def test_heads_are_compared_at_equal_width_and_at_equal_head_size():
     records = [record(d_model=d, heads=h, seed=s, grok=1000 + h * 10 + d) for d, h in ((32, 2), (64, 2), (64, 4))
                for s in range(3)]

@@ -110,9 +110,10 @@ def capacity_table(runs: list[dict], architectures: list[dict], budget: int) -> 
 
 
 # A paired comparison as notes.txt cites it: [family: a vs b, scope, event: wins-losses of pairs
-# pairs (ties tied), p = p], e.g. [depth: 1 layer vs 4 layers, all, grok: 20-3 of 24 pairs (1 tied), p = 0.0003]
+# pairs (ties tied), p = p, q = q], e.g.
+# [depth: 1 layer vs 4 layers, all, grok: 20-3 of 24 pairs (1 tied), p = 0.0003, q = 0.002]
 CITATION = re.compile(r"\[([a-z -]+): (.+?) vs (.+?), (.+?), (memorize|val_50|val_90|grok): (\d+)-(\d+) of (\d+) pairs "
-                      r"\((\d+) tied\), p = ([\d.e-]+)\]")
+                      r"\((\d+) tied\), p = ([\d.e-]+), q = ([\d.e-]+)\]")
 
 
 def test_the_capacity_study_in_notes_is_what_its_files_hold(notes):
@@ -132,13 +133,14 @@ def test_the_capacity_study_in_notes_is_what_its_files_hold(notes):
     short = {event: name for event, (name, _, _) in analysis.EVENTS.items()}
     cited = CITATION.findall(notes)
     assert len(cited) >= 8, "the reading cites its paired tests"
-    for family, a, b, scope, event, wins, losses, pairs, ties, p in cited:
+    assert len(cited) == len(re.findall(r"\[[^\]]* pairs \(", notes)), "a citation in notes.txt is not in CITATION's form"
+    for family, a, b, scope, event, wins, losses, pairs, ties, p, q in cited:
         match = [c for c in comparisons if (c["family"], c["a"], c["b"], c["scope"], short[c["event"]])
                  == (family, a, b, scope, event)]
         assert len(match) == 1, (family, a, b, scope, event)
         c = match[0]
         assert (c["wins"], c["losses"], c["pairs"], c["ties"]) == (int(wins), int(losses), int(pairs), int(ties)), c
-        assert f"{c['p']:.2g}" == p, (c, p)
+        assert (f"{c['p']:.2g}", f"{c['q']:.2g}") == (p, q), (c, p, q)
 
 
 def test_the_demo_numbers_in_notes_are_what_its_files_hold(notes):
