@@ -106,6 +106,10 @@ def announce(study: Study, folder: RunFolder, options: Options, device: torch.de
         sources = [f"preset {options.preset}"] * bool(options.preset) + ["the command line"] * bool(options.overrides)
         print("config: Config's defaults but " + " ".join(f"{n}={format_value(getattr(c, n))}" for n in changed)
               + f" (from {' and '.join(sources)})", flush=True)
+    restored = [n for n in study.science.presets.get(options.preset, {}) if n in options.overrides and n not in changed]
+    if restored:  # else the line above would let a reader assume the preset's values for these
+        print(f"config: {' '.join(f'{n}={format_value(getattr(c, n))}' for n in restored)} from the command line: "
+              f"Config's defaults, not preset {options.preset}'s", flush=True)
     if len(todo) < len(groups):
         print(f"resuming: {len(groups) - len(todo)} of {plural(len(groups), 'group')} already finished in "
               f"{folder.path}/{GROUPS_DIR}", flush=True)

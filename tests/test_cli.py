@@ -252,6 +252,19 @@ def test_the_cost_model_gives_the_times_the_readme_states():
     assert cpu_minutes([]) > 2 * 24 * 60
 
 
+def test_preset_values_the_command_line_sets_back_to_the_defaults_are_named(tmp_path, monkeypatch, capsys):
+    """The demo preset's lr and weight decay set back to Config's on the command line: the config
+    line lists only fields that differ from the defaults, so a second line says these came from
+    the command line and are not the preset's (a reader would otherwise assume lr 2e-3)."""
+    code, stdout, _ = main_in_process(SCIENCE, [f"--out_dir={tmp_path / 'run'}", "--preset=demo", "--layers=1",
+                                                "--dims=16", "--heads=2", "--num_steps=20", "--eval_every=10",
+                                                "--prime=11", "--batch_size=32", "--lr=0.001", "--weight_decay=0.5",
+                                                "--device=cpu"], monkeypatch, capsys)
+    assert code == 0
+    assert ("config: lr=0.001 weight_decay=0.5 eval_every=10 from the command line: Config's defaults, "
+            "not preset demo's\n") in stdout, stdout
+
+
 def test_a_study_too_long_for_the_cpu_is_announced(tmp_path, monkeypatch, capsys):
     """Past --time_limit by the cost model: a warning before training. This study trains in far
     less than the 10 s the time guard needs before it judges, so it runs to its end."""
