@@ -124,7 +124,8 @@ def section(notes: str, heading: str) -> str:
 
 
 # The CPU studies with their section of notes.txt.
-CPU_STUDIES = [("capacity_cpu", "Capacity at CPU scale (studies/capacity_cpu)")]
+CPU_STUDIES = [("capacity_cpu", "Capacity at CPU scale (studies/capacity_cpu)"),
+               ("capacity_cpu_template_opt", "Capacity at CPU scale under the template's optimizer (studies/capacity_cpu_template_opt)")]
 
 
 @pytest.mark.parametrize("study, heading", CPU_STUDIES)
