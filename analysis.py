@@ -165,11 +165,13 @@ def pair_differences(records: list[dict], event: str, budget: int, is_a: Callabl
 def paired(records: list[dict], event: str, budget: int, is_a: Callable, is_b: Callable,
            pair_key: Callable) -> dict | None:
     """Sign test of a against b for one event over the pairs pair_differences finds, and, for
-    reference, the unpaired log-rank test of the two sides' runs; None without a pair."""
+    reference, the unpaired log-rank test of the two sides' runs, and the number of pairs
+    with a run that never got there (its difference is a bound); None without a pair."""
     pairs = pair_differences(records, event, budget, is_a, is_b, pair_key)
     if not pairs:
         return None
     result = sign_test(np.array([d for _, d, _ in pairs]))
+    result["censored"] = sum(bound for _, _, bound in pairs)  # pairs with a run that never got there
     a, b = (event_times([r for r in records if belongs(r)], event, budget) for belongs in (is_a, is_b))
     try:  # unpaired, for reference: does the whole distribution differ?
         with warnings.catch_warnings():  # no event on either side: p is NaN, reported as None

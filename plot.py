@@ -839,7 +839,7 @@ def event_cell(row: dict, name: str) -> str:
 def comparison_cell(c: dict | None) -> str:
     if c is None:
         return "-"
-    cell = f"{c['wins']}-{c['losses']} ({c['ties']} tied), p={c['p']:.2g}, q={c['q']:.2g}"
+    cell = f"{c['wins']}-{c['losses']} ({c['ties']} tied, {c['censored']} censored), p={c['p']:.2g}, q={c['q']:.2g}"
     return f"**{cell}**" if c["q"] < analysis.SIGNIFICANCE else cell
 
 
@@ -866,8 +866,8 @@ def summary_table(runs: list[Run], summaries: dict[str, dict]) -> str:
         if comparisons:
             events = [e for e in analysis.EVENTS if any(c["event"] == e for c in comparisons)]
             lines += ["", "Paired comparisons (pairs share task, seed, setting and the other dimensions): "
-                      "a-b = pairs in which the first named got there first - the second; p: exact two-sided sign "
-                      "test; q: p adjusted for all of this study's comparisons (Benjamini-Hochberg), **bold** at q < "
+                      "a-b = pairs in which the first named got there first - the second; censored: pairs with a "
+                      "run that never got there (counted at the budget); p: exact two-sided sign test; q: p adjusted for all of this study's comparisons (Benjamini-Hochberg), **bold** at q < "
                       f"{analysis.SIGNIFICANCE}; threshold-sensitive: the direction or the significance is not the "
                       "same at 50%, 90% and 99% validation accuracy.", "",
                       "| comparison | runs | " + " | ".join(analysis.EVENTS[e][1] for e in events)

@@ -77,6 +77,19 @@ def test_depth_is_compared_by_pairs_that_share_seed_task_and_width():
     assert per_task[0]["pairs"] == 6 and per_task[0]["p"] == pytest.approx(1 / 32)
 
 
+def test_a_comparison_counts_the_pairs_with_a_run_that_never_got_there():
+    """4 layers never groks with seeds 0 and 1, 1 layer never with seed 1: 2 of the 4 pairs hold a
+    censored run (their difference is a bound), and seed 1's pair, both never, is a tie."""
+    grok = {(1, 0): 900, (1, 1): None, (1, 2): 800, (1, 3): 700, (4, 0): None, (4, 1): None, (4, 2): 1200, (4, 3): 600}
+    records = [record(layers=n, seed=s, grok=step) for (n, s), step in grok.items()]
+    c = next(c for c in analysis.compare_architectures(records, architectures(records), BUDGET)
+             if c["event"] == "step_val_acc_99")
+    assert (c["pairs"], c["wins"], c["losses"], c["ties"], c["censored"]) == (4, 2, 1, 1, 2)
+    memorize = next(c for c in analysis.compare_architectures(records, architectures(records), BUDGET)
+                    if c["event"] == "step_train_acc_99")
+    assert memorize["censored"] == 0
+
+
 def test_a_comparison_that_turns_with_the_threshold_is_marked():
     """The deep model reaches 50% first in every pair but 99% last: threshold-sensitive."""
     records = []

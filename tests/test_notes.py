@@ -10,6 +10,7 @@ import pytest
 
 import experiment as ex
 import analysis
+import plot
 from analysis import mean_stderr
 from runner.cli import resolve
 from runner.plan import config_from_json
@@ -89,18 +90,15 @@ def test_every_figure_of_plot_py_is_described(notes):
 
 
 def capacity_table(runs: list[dict], architectures: list[dict], budget: int) -> str:
-    """A CPU study's table in notes.txt, from runs.json with analysis.py: per architecture and
-    task the regimes, restricted mean memorization and grokking steps (k/n where not all got
-    there) and the median grokking step."""
+    """A CPU study's table in notes.txt, from runs.json with analysis.py, its cells as summary.md
+    writes them: per architecture and task the regimes, restricted mean memorization and grokking
+    steps (k/n where not all got there) and the median grokking step."""
     lines = [f"  {'architecture':<16}{'parameters':>10}  {'task':<10} {'g/m/f/d':<9}{'memorization':>19}"
              f"{'grokking':>19}{'median':>8}"]
     for a in architectures:
         for task in dict.fromkeys(r["task"] for r in runs):
             row = analysis.summary_row([r for r in runs if (r["architecture"], r["task"]) == (a["name"], task)], budget)
-            cells = []
-            for name in ("memorize", "grok"):
-                reached = "" if row[f"{name}_reached"] == row["n"] else f" ({row[f'{name}_reached']}/{row['n']})"
-                cells.append(f"{row[f'restricted_mean_{name}']:.0f} ± {row[f'restricted_mean_{name}_stderr']:.0f}{reached}")
+            cells = [plot.event_cell(row, name) for name in ("memorize", "grok")]
             regimes = "/".join(str(row[k]) for k in ("groks", "memorizes_only", "fails_to_fit", "diverged"))
             median = "-" if row["median_grok"] is None else f"{row['median_grok']:.0f}"
             shape = f"{a['layers']}x{a['d_model']}, {a['heads']} heads"
@@ -110,10 +108,10 @@ def capacity_table(runs: list[dict], architectures: list[dict], budget: int) -> 
 
 
 # A paired comparison as notes.txt cites it: [family: a vs b, scope, event: wins-losses of pairs
-# pairs (ties tied), p = p, q = q], e.g.
-# [depth: 1 layer vs 4 layers, all, grok: 20-3 of 24 pairs (1 tied), p = 0.0003, q = 0.002]
+# pairs (ties tied, pairs with a run that never got there censored), p = p, q = q], e.g.
+# [depth: 1 layer vs 4 layers, all, grok: 20-3 of 24 pairs (1 tied, 2 censored), p = 0.0003, q = 0.002]
 CITATION = re.compile(r"\[([a-z -]+): (.+?) vs (.+?), (.+?), (memorize|val_50|val_90|grok): (\d+)-(\d+) of (\d+) pairs "
-                      r"\((\d+) tied\), p = ([\d.e-]+), q = ([\d.e-]+)\]")
+                      r"\((\d+) tied, (\d+) censored\), p = ([\d.e-]+), q = ([\d.e-]+)\]")
 
 
 def section(notes: str, heading: str) -> str:
@@ -148,12 +146,13 @@ def test_a_cpu_study_in_notes_is_what_its_files_hold(notes, study, heading):
     cited = CITATION.findall(text)
     assert len(cited) >= 4, "the reading cites its paired tests"
     assert len(cited) == len(re.findall(r"\[[^\]]* pairs \(", text)), "a citation in notes.txt is not in CITATION's form"
-    for family, a, b, scope, event, wins, losses, pairs, ties, p, q in cited:
+    for family, a, b, scope, event, wins, losses, pairs, ties, censored, p, q in cited:
         match = [c for c in comparisons if (c["family"], c["a"], c["b"], c["scope"], short[c["event"]])
                  == (family, a, b, scope, event)]
         assert len(match) == 1, (family, a, b, scope, event)
         c = match[0]
-        assert (c["wins"], c["losses"], c["pairs"], c["ties"]) == (int(wins), int(losses), int(pairs), int(ties)), c
+        assert (c["wins"], c["losses"], c["pairs"], c["ties"], c["censored"]) == tuple(
+            map(int, (wins, losses, pairs, ties, censored))), c
         assert (f"{c['p']:.2g}", f"{c['q']:.2g}") == (p, q), (c, p, q)
 
 
