@@ -47,7 +47,7 @@ def fast_forward(arch: Architecture, device, dtype) -> Callable:
       every position but its query, attention output and MLP for the last position alone;
     - positions 0 and 1 ([a, o]) see only a, so their states are computed once per element
       (the "prefix" rows) rather than once per equation, and equations gather them by a.
-    Reads the plain model's parameters by name. Used only where check_forward proves it equal."""
+    Reads the plain model's parameters by name. Used only where proof.forward_choice proves it equal."""
     element_tokens = {}  # vocabulary size -> every element token (2 .. vocab-1): the prefix rows
     member_rows = {}  # members -> their row numbers (members, 1), for the per-member lookups
     # Additive causal masks: [a, o] among themselves; [b, =] over all four.

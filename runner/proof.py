@@ -17,6 +17,9 @@ from .training import GroupData
 PROOF_TOLERANCE = 1e-9  # float64 relative difference under which two computations count as equal
 PROOF_STEPS = 3  # training steps of the independence check (step 0 of a warm-up has lr 0)
 PROOF_SMALL_BATCH = 8  # rows of the small check batch (the fast forward's per-equation path)
+# The large check batch takes the first (elements + PROOF_SMALL_BATCH) rows of a training batch:
+# more equations than elements, so the fast forward takes its shared-prefix path, as in training,
+# at a fraction of a full batch's cost (a float64 check of every group of the default study).
 
 
 def relative_difference(a: dict, b: dict) -> float:
@@ -65,7 +68,8 @@ def forward_choice(study: Study, group: Group, requested: str = "auto") -> Forwa
        from themselves, and only the step and the optimizer can couple runs (each member's
        forward sees its own parameters alone);
     3. the fast forward must give the plain model's logits and gradients (for a random cotangent,
-       so for any loss) to PROOF_TOLERANCE, on the full batch and on a small one (its two paths);
+       so for any loss) to PROOF_TOLERANCE, on a batch of more equations than elements and on a
+       small one (its two paths);
        the plain model's training forward must draw no random numbers and change nothing in the
        module (a counter, a buffer): the fast forward would skip both.
     A genuine error of the plain model (it fails in the loop too) is raised, not hidden."""
@@ -110,9 +114,9 @@ def forward_choice(study: Study, group: Group, requested: str = "auto") -> Forwa
     if problem is None and not same_state(before, module_state(model)):
         problem = "the plain model's forward changes the module's own state, which only the plain model does"
     if problem is None:
-        fast = fast_forward(group.arch, "cpu", torch.float64)
+        fast, large = fast_forward(group.arch, "cpu", torch.float64), tokens[:, :vocab - 2 + PROOF_SMALL_BATCH]
         try:
-            worst = max(max(forward_difference(fast, reference, params, batch)) for batch in (tokens, small[0]))
+            worst = max(max(forward_difference(fast, reference, params, batch)) for batch in (large, small[0]))
         except Exception as error:  # noqa: BLE001 - a parameter it expects is gone, a shape changed, ...
             problem = f"it does not apply ({first_sentence(error)})"
         else:

@@ -109,36 +109,37 @@ def test_the_template_folder_holds_the_study_it_runs(template):
 
 @pytest.mark.slow
 def test_the_harness_loop_runs_an_edited_study_stops_one_too_long_and_plots(template):
-    # the coder edits Config: the run trains the edit, and its results' keys say so
-    edit(template, "    layers: tuple[int, ...] = (1, 2)  #", "    layers: tuple[int, ...] = (1, 3)  #")
-    code, prompt = run_experiment(template, 1, clean_environment())
-    assert code == 0, prompt
-    with open(template / "run_0" / "final_info.json") as f:
-        baseline = set(json.load(f))
-    message = prompt.splitlines()[1]
-    assert "'x_div_y/L3_D32_H4'" in message and "L2_D32_H4" not in message and len(message) < 5000
-    assert "x_div_y/L2_D32_H4" in baseline
     # a run that projects past its time limit stops early; the guard's line is in what the model sees
     edit(template, "TIME_LIMIT_S: float | None = 7200  #", "TIME_LIMIT_S: float | None = 5  #")
-    code, prompt = run_experiment(template, 2, clean_environment())
-    assert code == 3 and not os.path.exists(template / "run_2")
+    code, prompt = run_experiment(template, 1, clean_environment())
+    assert code == 3 and not os.path.exists(template / "run_1")
     assert prompt.rstrip().endswith("or use a GPU") and "past the time limit of 5 s" in prompt
-    # an edited model that raises at its 100th call: the exception and its line of experiment.py
     edit(template, "TIME_LIMIT_S: float | None = 5  #", "TIME_LIMIT_S: float | None = 7200  #")
+    # the coder edits Config: the run trains the edit, and its results' keys say so
+    edit(template, "    layers: tuple[int, ...] = (1, 2)  #", "    layers: tuple[int, ...] = (1,)  #")
+    code, prompt = run_experiment(template, 1, clean_environment())
+    assert code == 0, prompt
+    # (one architecture now: its results are keyed by task alone, as the template's baseline is)
+    baseline, edited = ({k: v["means"] for k, v in json.load(open(template / run / "final_info.json")).items()}
+                        for run in ("run_0", "run_1"))
+    assert set(baseline) == {f"{task}/L{n}_D32_H4" for task in ex.TASKS for n in (1, 2)} and set(edited) == set(ex.TASKS)
+    assert edited["x_div_y"]["parameter_count_mean"] == baseline["x_div_y/L1_D32_H4"]["parameter_count_mean"]
+    assert prompt.splitlines()[1] == str(edited)
+    # an edited model that raises at its 100th call: the exception and its line of experiment.py
     edit(template, "        positions = torch.arange(tokens.shape[1], device=tokens.device)\n",
          "        positions = torch.arange(tokens.shape[1], device=tokens.device)\n"
          "        self.calls = getattr(self, 'calls', 0) + 1\n"
          "        if self.calls == 100:\n"
          "            raise RuntimeError('deliberate failure at the 100th forward call')\n")
-    code, prompt = run_experiment(template, 3, clean_environment())
-    assert code == 1 and not os.path.exists(template / "run_3")
+    code, prompt = run_experiment(template, 2, clean_environment())
+    assert code == 1 and not os.path.exists(template / "run_2")
     assert "RuntimeError: deliberate failure at the 100th forward call" in prompt
     assert "experiment.py line" in prompt and "raise RuntimeError('deliberate failure at the 100th forward call')" in prompt
     assert len(prompt) < MAX_STDERR_OUTPUT + 100
     # plotting: figures in the folder, the baseline and the finished run drawn; labels naming no run fail
     assert run_plotting(template) == 0
     figures = {f for f in os.listdir(template) if f.endswith(".png")}
-    assert {"val_acc_x_div_y.png", "train_loss_permutation.png", "run_1_capacity_small.png",
+    assert {"val_acc_x_div_y.png", "train_loss_permutation.png", "run_1_accuracy.png", "run_0_capacity_small.png",
             "run_0_survival_x_div_y.png"} <= figures
     edit(template, "labels: dict[str, str] = {}", 'labels: dict[str, str] = {"run_9": "x"}', name="plot.py")
     assert run_plotting(template) != 0

@@ -89,7 +89,7 @@ def test_interrupted_study_resumes_to_the_same_results(uninterrupted, tmp_path, 
 def test_a_signal_during_the_forward_check_stops_the_study(tmp_path, monkeypatch, capsys):
     """Ctrl-C while the fast forward is being checked: the study stops there (the check's own
     error handling once took the interruption for a forward that does not apply, and trained on).
-    The plain model's first call on a full batch with gradients is the fast forward's comparison."""
+    The plain model's first call on the large check batch with gradients is the fast forward's comparison."""
     def interrupting_model(*args):
         def hook(module, inputs):
             if inputs[0].shape[0] > PROOF_SMALL_BATCH and torch.is_grad_enabled() and not sent:
