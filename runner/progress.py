@@ -38,9 +38,12 @@ def group_flops(study: Study, group: Group, evaluations: int) -> float:
     return total
 
 
-# The time a group takes on a 2-core CPU, as fitted to the committed studies' group times (within
-# 12% for groups of 30 seconds to 50 minutes): its matmuls at CPU_FLOPS_ESTIMATE, plus a fixed cost
-# per member, step and block (small models spend most of their time outside the matmuls).
+# The time a group takes on a 2-core CPU: its matmuls at CPU_FLOPS_ESTIMATE, plus a fixed cost per
+# member, step and block (small models spend most of their time outside the matmuls). A rough
+# guide: machines differ, and against the committed studies' groups (45 seconds to 1.6 hours, on
+# Intel Xeon and AMD EPYC VMs) it gives 0.6 to 1.6 times the measured time of all but one (0.36).
+# It weighs each group's share of the progress and warns before a long study; the time guard
+# measures instead.
 CPU_FLOPS_ESTIMATE = 80e9  # FLOP/s of the fast forward's matmuls
 CPU_BLOCK_STEP_FLOPS = 1.6e8  # one member's step through one block besides its matmuls (2 ms), in FLOP at that rate
 CPU_WARNING_S = 7200  # a study estimated longer than this (or --time_limit) on a CPU gets a warning before it starts
