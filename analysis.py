@@ -185,6 +185,24 @@ def paired(records: list[dict], event: str, budget: int, is_a: Callable, is_b: C
     return result
 
 
+def paired_values(records: list[dict], key: str, is_a: Callable, is_b: Callable, pair_key: Callable) -> dict | None:
+    """Sign test of a per-run value that is not a time to an event (e.g. fourier_lead) of a
+    against b, over the pairs in which both runs have it ("wins": a's value is the smaller);
+    left_out counts the pairs in which a run has none (a lead of a run that never grokked);
+    None without a pair."""
+    sides = ({}, {})
+    for r in records:
+        for side, belongs in zip(sides, (is_a, is_b)):
+            if belongs(r):
+                side[pair_key(r)] = r.get(key)
+    keys = set(sides[0]) & set(sides[1])
+    both = [k for k in keys if sides[0][k] is not None and sides[1][k] is not None]
+    if not keys:
+        return None
+    return {**sign_test(np.array([sides[0][k] - sides[1][k] for k in both], dtype=float)),
+            "left_out": len(keys) - len(both)}
+
+
 def comparison_families(architectures: list[dict]) -> list[dict]:
     """The architecture comparisons a grid holds, each as (family, a, b, is_a, is_b, pair_key):
     depth at equal width and heads; width at equal depth and heads; heads at equal width; heads

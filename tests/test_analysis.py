@@ -90,6 +90,17 @@ def test_a_comparison_counts_the_pairs_with_a_run_that_never_got_there():
     assert memorize["censored"] == 0
 
 
+def test_a_per_run_value_is_compared_by_pairs_and_runs_without_it_are_left_out():
+    """fourier_lead by depth: seed 3's 4-layer run never grokked (no lead), so its pair is left
+    out; of the other three, 1 layer has the shorter lead in two, and seed 2's pair ties."""
+    lead = {(1, 0): 100, (1, 1): -50, (1, 2): 200, (1, 3): 0, (4, 0): 400, (4, 1): 300, (4, 2): 200, (4, 3): None}
+    records = [record(layers=n, seed=s, fourier_lead=value) for (n, s), value in lead.items()]
+    depth = next(f for f in analysis.comparison_families(architectures(records)) if f["family"] == "depth")
+    c = analysis.paired_values(records, "fourier_lead", depth["is_a"], depth["is_b"], depth["pair_key"])
+    assert (c["pairs"], c["wins"], c["losses"], c["ties"], c["left_out"]) == (3, 2, 0, 1, 1)
+    assert c["p"] == pytest.approx(0.5) and c["median_difference"] == -300
+
+
 def test_a_comparison_that_turns_with_the_threshold_is_marked():
     """The deep model reaches 50% first in every pair but 99% last: threshold-sensitive."""
     records = []

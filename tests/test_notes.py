@@ -110,8 +110,15 @@ def capacity_table(runs: list[dict], architectures: list[dict], budget: int) -> 
 # A paired comparison as notes.txt cites it: [family: a vs b, scope, event: wins-losses of pairs
 # pairs (ties tied, pairs with a run that never got there censored), p = p, q = q], e.g.
 # [depth: 1 layer vs 4 layers, all, grok: 20-3 of 24 pairs (1 tied, 2 censored), p = 0.0003, q = 0.002]
-CITATION = re.compile(r"\[([a-z -]+): (.+?) vs (.+?), (.+?), (memorize|val_50|val_90|grok): (\d+)-(\d+) of (\d+) pairs "
-                      r"\((\d+) tied, (\d+) censored\), p = ([\d.e-]+), q = ([\d.e-]+)\]")
+# Opening with "studies/<name>: " it cites that study's test; with "studies/<name> at these
+# architectures: " the test on that study's runs of the citing study's architectures (no q).
+CITATION = re.compile(r"\[(?:studies/(\w+)( at these architectures)?: )?([a-z -]+): (.+?) vs (.+?), (.+?), "
+                      r"(memorize|val_50|val_90|grok): (\d+)-(\d+) of (\d+) pairs \((\d+) tied, (\d+) censored\), "
+                      r"p = ([\d.e-]+)(?:, q = ([\d.e-]+))?\]")
+# A paired test of a per-run value (analysis.paired_values), as notes.txt cites it:
+# [measure, family: a vs b, scope: wins-losses of pairs pairs (ties tied, left out left out), p = p]
+VALUE_CITATION = re.compile(r"\[(\w+), ([a-z -]+): (.+?) vs (.+?), (.+?): (\d+)-(\d+) of (\d+) pairs "
+                            r"\((\d+) tied, (\d+) left out\), p = ([\d.e-]+)\]")
 
 
 def section(notes: str, heading: str) -> str:
@@ -126,11 +133,8 @@ CPU_STUDIES = [("capacity_cpu", "Capacity at CPU scale (studies/capacity_cpu)"),
                ("capacity_cpu_template_opt", "Capacity at CPU scale under the template's optimizer (studies/capacity_cpu_template_opt)")]
 
 
-@pytest.mark.parametrize("study, heading", CPU_STUDIES)
-def test_a_cpu_study_in_notes_is_what_its_files_hold(notes, study, heading):
-    """Every number the study's section of notes.txt gives: the table, the counts of runs, and
-    every paired comparison it cites, recomputed from its runs.json by analysis.py."""
-    text = section(notes, heading)
+def study_files(study: str) -> tuple[list[dict], list[dict], int]:
+    """A committed study's runs, architectures and budget (num_steps)."""
     folder = os.path.join(ROOT, "studies", study)
     with open(os.path.join(folder, "runs.json")) as f:
         runs = json.load(f)
@@ -138,22 +142,44 @@ def test_a_cpu_study_in_notes_is_what_its_files_hold(notes, study, heading):
         architectures = json.load(f)
     with open(os.path.join(folder, "config.json")) as f:
         budget = json.load(f)["config"]["num_steps"]
+    return runs, architectures, budget
+
+
+@pytest.mark.parametrize("study, heading", CPU_STUDIES)
+def test_a_cpu_study_in_notes_is_what_its_files_hold(notes, study, heading):
+    """Every number the study's section of notes.txt gives: the table, the counts of runs, and
+    every paired test it cites (of this study, of another, of another's runs of this study's
+    architectures, and of per-run values), recomputed from runs.json by analysis.py."""
+    text = section(notes, heading)
+    runs, architectures, budget = study_files(study)
     assert capacity_table(runs, architectures, budget) in text
     assert f"Grokked: {sum(r['grokked'] for r in runs)} of {len(runs)} runs" in text
     assert f"memorized: {sum(r['memorized'] for r in runs)} of {len(runs)}" in text
-    comparisons = analysis.compare_architectures(runs, architectures, budget)
     short = {event: name for event, (name, _, _) in analysis.EVENTS.items()}
-    cited = CITATION.findall(text)
+    cited, values = CITATION.findall(text), VALUE_CITATION.findall(text)
     assert len(cited) >= 4, "the reading cites its paired tests"
-    assert len(cited) == len(re.findall(r"\[[^\]]* pairs \(", text)), "a citation in notes.txt is not in CITATION's form"
-    for family, a, b, scope, event, wins, losses, pairs, ties, censored, p, q in cited:
-        match = [c for c in comparisons if (c["family"], c["a"], c["b"], c["scope"], short[c["event"]])
-                 == (family, a, b, scope, event)]
-        assert len(match) == 1, (family, a, b, scope, event)
+    assert len(cited) + len(values) == len(re.findall(r"\[[^\]]* pairs \(", text)), \
+        "a citation in notes.txt is in neither CITATION's nor VALUE_CITATION's form"
+    for other, subset, family, a, b, scope, event, wins, losses, pairs, ties, censored, p, q in cited:
+        other_runs, other_architectures, other_budget = study_files(other) if other else (runs, architectures, budget)
+        if subset:
+            names = {arch["name"] for arch in architectures}
+            other_runs = [r for r in other_runs if r["architecture"] in names]
+            other_architectures = [arch for arch in other_architectures if arch["name"] in names]
+        match = [c for c in analysis.compare_architectures(other_runs, other_architectures, other_budget)
+                 if (c["family"], c["a"], c["b"], c["scope"], short[c["event"]]) == (family, a, b, scope, event)]
+        assert len(match) == 1, (other, family, a, b, scope, event)
         c = match[0]
         assert (c["wins"], c["losses"], c["pairs"], c["ties"], c["censored"]) == tuple(
             map(int, (wins, losses, pairs, ties, censored))), c
-        assert (f"{c['p']:.2g}", f"{c['q']:.2g}") == (p, q), (c, p, q)
+        assert f"{c['p']:.2g}" == p and (q == "" if subset else f"{c['q']:.2g}" == q), (c, p, q)
+    within = dict(analysis.scopes(runs))
+    families = {(f["family"], f["a"], f["b"]): f for f in analysis.comparison_families(architectures)}
+    for key, family, a, b, scope, wins, losses, pairs, ties, left_out, p in values:
+        f = families[family, a, b]
+        c = analysis.paired_values([r for r in runs if within[scope](r)], key, f["is_a"], f["is_b"], f["pair_key"])
+        assert (c["wins"], c["losses"], c["pairs"], c["ties"], c["left_out"], f"{c['p']:.2g}") == (
+            *map(int, (wins, losses, pairs, ties, left_out)), p), (key, family, c)
 
 
 def test_the_demo_numbers_in_notes_are_what_its_files_hold(notes):
