@@ -152,14 +152,19 @@ def pair_differences(records: list[dict], event: str, budget: int, is_a: Callabl
     """(pair key, step of a - step of b, whether either never got there) for every pair of runs,
     one of a and one of b, with equal pair_key(record). A run that never got there counts at the
     budget, so a difference with it is a bound."""
+    a, b = pair_sides(records, lambda r: event_time(r, event, budget), is_a, is_b, pair_key)
+    keys = sorted((k for k in set(a) & set(b) if a[k] is not None and b[k] is not None), key=repr)
+    return [(k, a[k][0] - b[k][0], not (a[k][1] and b[k][1])) for k in keys]
+
+
+def pair_sides(records: list[dict], value: Callable, is_a: Callable, is_b: Callable, pair_key: Callable) -> tuple[dict, dict]:
+    """value(record) of a's runs and of b's runs, each keyed by pair_key(record)."""
     sides = ({}, {})
     for r in records:
         for side, belongs in zip(sides, (is_a, is_b)):
-            t = event_time(r, event, budget) if belongs(r) else None
-            if t is not None:
-                side[pair_key(r)] = t
-    keys = sorted(set(sides[0]) & set(sides[1]), key=repr)
-    return [(k, sides[0][k][0] - sides[1][k][0], not (sides[0][k][1] and sides[1][k][1])) for k in keys]
+            if belongs(r):
+                side[pair_key(r)] = value(r)
+    return sides
 
 
 def paired(records: list[dict], event: str, budget: int, is_a: Callable, is_b: Callable,
@@ -190,17 +195,12 @@ def paired_values(records: list[dict], key: str, is_a: Callable, is_b: Callable,
     against b, over the pairs in which both runs have it ("wins": a's value is the smaller);
     left_out counts the pairs in which a run has none (a lead of a run that never grokked);
     None without a pair."""
-    sides = ({}, {})
-    for r in records:
-        for side, belongs in zip(sides, (is_a, is_b)):
-            if belongs(r):
-                side[pair_key(r)] = r.get(key)
-    keys = set(sides[0]) & set(sides[1])
-    both = [k for k in keys if sides[0][k] is not None and sides[1][k] is not None]
+    a, b = pair_sides(records, lambda r: r.get(key), is_a, is_b, pair_key)
+    keys = set(a) & set(b)
+    both = [k for k in keys if a[k] is not None and b[k] is not None]
     if not keys:
         return None
-    return {**sign_test(np.array([sides[0][k] - sides[1][k] for k in both], dtype=float)),
-            "left_out": len(keys) - len(both)}
+    return {**sign_test(np.array([a[k] - b[k] for k in both], dtype=float)), "left_out": len(keys) - len(both)}
 
 
 def comparison_families(architectures: list[dict]) -> list[dict]:

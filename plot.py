@@ -867,7 +867,8 @@ def summary_table(runs: list[Run], summaries: dict[str, dict]) -> str:
             events = [e for e in analysis.EVENTS if any(c["event"] == e for c in comparisons)]
             lines += ["", "Paired comparisons (pairs share task, seed, setting and the other dimensions): "
                       "a-b = pairs in which the first named got there first - the second; censored: pairs with a "
-                      "run that never got there (counted at the budget); p: exact two-sided sign test; q: p adjusted for all of this study's comparisons (Benjamini-Hochberg), **bold** at q < "
+                      "run that never got there (counted at the budget); p: exact two-sided sign test; q: p adjusted "
+                      "for all of this study's comparisons (Benjamini-Hochberg), **bold** at q < "
                       f"{analysis.SIGNIFICANCE}; threshold-sensitive: the direction or the significance is not the "
                       "same at 50%, 90% and 99% validation accuracy.", "",
                       "| comparison | runs | " + " | ".join(analysis.EVENTS[e][1] for e in events)

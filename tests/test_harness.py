@@ -120,7 +120,7 @@ def test_the_harness_loop_runs_an_edited_study_stops_one_too_long_and_plots(temp
     code, prompt = run_experiment(template, 1, clean_environment())
     assert code == 0, prompt
     # (one architecture now: its results are keyed by task alone, as the template's baseline is)
-    baseline, edited = ({k: v["means"] for k, v in json.load(open(template / run / "final_info.json")).items()}
+    baseline, edited = ({k: v["means"] for k, v in json.loads((template / run / "final_info.json").read_text()).items()}
                         for run in ("run_0", "run_1"))
     assert set(baseline) == {f"{task}/L{n}_D32_H4" for task in ex.TASKS for n in (1, 2)} and set(edited) == set(ex.TASKS)
     assert edited["x_div_y"]["parameter_count_mean"] == baseline["x_div_y/L1_D32_H4"]["parameter_count_mean"]
