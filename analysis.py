@@ -294,12 +294,17 @@ def false_discovery_rate(p_values: list[float]) -> list[float]:
     return [float(q) for q in stats.false_discovery_control(p_values)] if p_values else []
 
 
+def architecture_order(a: dict) -> tuple:
+    """The order architectures are listed in: from the smallest to the largest, fewer heads first."""
+    return a["parameter_count"], a["heads"]
+
+
 def summarize(records: list[dict], architectures: list[dict], budget: int, name: str = "") -> dict:
     """summary.json's content for one study: a row per task, setting and architecture, and every
     paired comparison; each entry names the study ("run")."""
     rows = []
     for task, setting in dict.fromkeys((r["task"], r["setting"]) for r in records):
-        for a in sorted(architectures, key=lambda a: (a["parameter_count"], a["heads"])):
+        for a in sorted(architectures, key=architecture_order):
             chosen = [r for r in records if (r["task"], r["setting"], r["architecture"]) == (task, setting, a["name"])]
             if chosen:
                 rows.append({"run": name, "task": task, "setting": setting, "architecture": a["name"],

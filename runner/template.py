@@ -9,7 +9,7 @@ import shutil
 from .science import Science, UsageError
 
 # What the harness needs beside experiment.py (launch_scientist.py copies the folder for each idea).
-TEMPLATE_FILES = ("plot.py", "analysis.py", "runner", "notes.txt", "prompt.json", "seed_ideas.json", "latex",
+TEMPLATE_FILES = ("plot.py", "plotting", "analysis.py", "runner", "notes.txt", "prompt.json", "seed_ideas.json", "latex",
                   "requirements.txt")
 HARNESS_TIME_LIMIT_S = 7200  # perform_experiments.py kills a run after 2 hours
 

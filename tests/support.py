@@ -16,7 +16,7 @@ import torch
 import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT_FILES = ("experiment.py", "plot.py", "analysis.py", "runner")
+PROJECT_FILES = ("experiment.py", "plot.py", "plotting", "analysis.py", "runner")
 
 
 def clean_environment(**extra) -> dict:

@@ -1,12 +1,15 @@
-"""The machinery's rooms: small modules, imports that run one way, nothing that imports the science."""
+"""The rooms of the house: small modules, imports that run one way, nothing that imports the
+science, plotting without torch, and a plot.py short enough to edit."""
 
 import ast
 import glob
 import os
 
+import pytest
+
 from support import ROOT
 
-MODULES = sorted(glob.glob(os.path.join(ROOT, "runner", "*.py")))
+PACKAGES = ("runner", "plotting")
 
 
 def imports(path: str) -> tuple[set[str], set[str]]:
@@ -20,14 +23,15 @@ def imports(path: str) -> tuple[set[str], set[str]]:
     return inside, outside
 
 
-def test_machinery_modules_are_small_and_import_without_cycles():
+@pytest.mark.parametrize("package", PACKAGES)
+def test_modules_are_small_and_import_without_cycles(package):
     graph = {}
-    for path in MODULES:
+    for path in sorted(glob.glob(os.path.join(ROOT, package, "*.py"))):
         name = os.path.basename(path)[:-3]
         with open(path) as f:
-            assert len(f.readlines()) <= 400, f"runner/{name}.py has grown past 400 lines: split it by job"
+            assert len(f.readlines()) <= 400, f"{package}/{name}.py has grown past 400 lines: split it by job"
         inside, outside = imports(path)
-        assert "experiment" not in outside, f"runner/{name}.py imports experiment.py"
+        assert "experiment" not in outside, f"{package}/{name}.py imports experiment.py"
         graph[name] = inside
 
     def reaches(start: str, goal: str, seen=()) -> bool:
@@ -38,5 +42,15 @@ def test_machinery_modules_are_small_and_import_without_cycles():
 
 
 def test_plotting_and_statistics_import_no_torch():
-    for name in ("plot.py", "analysis.py"):
-        assert "torch" not in imports(os.path.join(ROOT, name))[1] and "runner" not in imports(os.path.join(ROOT, name))[1]
+    paths = ["plot.py", "analysis.py", *glob.glob(os.path.join(ROOT, "plotting", "*.py"))]
+    for path in paths:
+        outside = imports(os.path.join(ROOT, path))[1]
+        assert not {"torch", "runner", "experiment"} & outside, path
+
+
+def test_plot_py_is_the_short_list_of_what_to_draw():
+    """The harness's model keeps experiment.py and plot.py in its context: together at most 50 KB,
+    plot.py at most about 200 lines."""
+    with open(os.path.join(ROOT, "plot.py")) as f:
+        assert len(f.readlines()) <= 200
+    assert os.path.getsize(os.path.join(ROOT, "experiment.py")) + os.path.getsize(os.path.join(ROOT, "plot.py")) <= 50_000

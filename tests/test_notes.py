@@ -10,7 +10,7 @@ import pytest
 
 import experiment as ex
 import analysis
-import plot
+from plotting.tables import event_cell
 from analysis import mean_stderr
 from runner.cli import resolve
 from runner.plan import config_from_json
@@ -79,14 +79,14 @@ def test_run0_numbers_match_its_files(notes):
 
 
 def test_every_figure_of_plot_py_is_described(notes):
+    """plot.py's lists name each figure's file in a comment; notes.txt describes every one, writing
+    R for the study, T the task, C the curve, B the capacity bucket and A the axis."""
     with open(os.path.join(ROOT, "plot.py")) as f:
-        source = f.read()
-    names = set(re.findall(r'f"(\{[a-z.]+\}_[a-z_{}.]+\.png)"', source))
-    assert names, "no figure names found in plot.py"
-    letters = {"run.name": "R", "curve": "C", "task": "T", "bucket": "B", "axis": "A"}  # as notes.txt writes them
-    described = [re.sub(r"\{([a-z.]+)\}", lambda m: letters[m.group(1)], name) for name in names]
-    for pattern in described:
-        assert pattern in notes
+        names = re.findall(r"# (\{[a-z]+\}_[a-z_{}]+\.png):", f.read())
+    assert len(names) >= 15, "no figure names found in plot.py's lists"
+    letters = {"study": "R", "curve": "C", "task": "T", "bucket": "B", "axis": "A"}
+    for name in names:
+        assert re.sub(r"\{([a-z]+)\}", lambda m: letters[m.group(1)], name) in notes, name
 
 
 def capacity_table(runs: list[dict], architectures: list[dict], budget: int) -> str:
@@ -98,7 +98,7 @@ def capacity_table(runs: list[dict], architectures: list[dict], budget: int) -> 
     for a in architectures:
         for task in dict.fromkeys(r["task"] for r in runs):
             row = analysis.summary_row([r for r in runs if (r["architecture"], r["task"]) == (a["name"], task)], budget)
-            cells = [plot.event_cell(row, name) for name in ("memorize", "grok")]
+            cells = [event_cell(row, name) for name in ("memorize", "grok")]
             regimes = "/".join(str(row[k]) for k in ("groks", "memorizes_only", "fails_to_fit", "diverged"))
             median = "-" if row["median_grok"] is None else f"{row['median_grok']:.0f}"
             shape = f"{a['layers']}x{a['d_model']}, {a['heads']} heads"

@@ -48,6 +48,7 @@ def expected_figures():
     figures += ["run_0_accuracy.png", "run_1_accuracy.png"]  # the grokking picture of each run
     figures += [f"{run}_progress_{t}.png" for run in ("run_0", "run_1") for t in TASKS]  # so are these two
     figures += ["run_1_fourier.png"]  # run_0's 30 steps do not raise the Fourier share
+    figures += ["run_0_grok_vs_memorize.png", "run_1_grok_vs_memorize.png"]  # plot.py's own example
     return figures
 
 
@@ -69,7 +70,7 @@ def test_plot_draws_every_figure_and_skips_bad_folders(runs):
         assert_not_blank(runs / png)
     summary = (runs / "summary.md").read_text()
     assert summary.strip() in result.stdout
-    sections = {s.split(":")[0]: s for s in summary.split("\n## ")[1:]}
+    sections = {s.split("\n")[0]: s for s in summary.split("\n## ")[1:]}  # titled by the folder
     assert sorted(sections) == ["run_0", "run_1"]
     for arch in ("L1_D16_H2", "L4_D16_H2", "L1_D32_H2", "L4_D32_H2"):
         for task in TASKS:
@@ -94,7 +95,8 @@ def test_runs_and_out_options(runs, tmp_path):
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(tmp_path)) == sorted(
         [f"{c}_{t}.png" for c in ("train_loss", "val_loss", "train_acc", "val_acc") for t in TASKS]
-        + ["run_0_accuracy.png", *(f"run_0_progress_{t}.png" for t in TASKS), "summary.md", "summary.json"])
+        + ["run_0_accuracy.png", "run_0_grok_vs_memorize.png", *(f"run_0_progress_{t}.png" for t in TASKS),
+           "summary.md", "summary.json"])
     assert "warning" not in result.stdout
     help_ = script("plot.py", "--help", cwd=runs)
     assert help_.returncode == 0 and "--runs=" in help_.stdout and "summary.md" in help_.stdout
@@ -109,12 +111,10 @@ def test_runs_and_out_options(runs, tmp_path):
 
 
 def test_labels_rename_and_select(runs, monkeypatch, capsys, tmp_path):
-    sys.path.insert(0, ROOT)
-    import plot
-    monkeypatch.setattr(plot, "labels", {"run_1": "capacity grid"})
+    from plotting.studies import discover
     monkeypatch.chdir(runs)
-    selected = plot.discover_runs(".", None)
-    assert [(r.name, r.label) for r in selected] == [("run_1", "capacity grid")]
+    selected = discover(".", None, {"run_1": "capacity grid"})
+    assert [(s.name, s.title) for s in selected] == [("run_1", "capacity grid")]
     assert "note: run_0 left out" in capsys.readouterr().out
 
 
@@ -140,14 +140,14 @@ def test_final_info_and_the_figures_share_one_mean_and_standard_error():
                                               ((14_487, 207_611), ["20K", "50K", "100K", "200K"]),
                                               ((54_979, 3_187_713), ["50K", "100K", "200K", "500K", "1M", "2M"])])
 def test_the_parameter_axis_is_labelled_in_counts(counts, expected):
-    import plot
-    fig, ax = plot.plt.subplots()
+    from plotting import style
+    fig, ax = style.plt.subplots()
     ax.plot(counts, [1, 2], "o")
-    plot.parameter_axis(ax)
+    style.parameter_axis(ax)
     fig.canvas.draw()
     low, high = ax.get_xlim()
     labels = [t.get_text() for t, x in zip(ax.get_xticklabels(), ax.get_xticks()) if low <= x <= high]
-    plot.plt.close(fig)
+    style.plt.close(fig)
     if expected is None:
         assert len(labels) >= 3 and all(label.endswith("K") for label in labels)
     else:
