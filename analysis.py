@@ -55,6 +55,75 @@ def mean_stderr(values, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ======================================================================================
+# One run's curves: grokking that holds, the peak, instability after memorization
+# ======================================================================================
+# experiment.py's run_metrics records these per run; plot.py computes them from the saved curves
+# of a study made before they were recorded, with the values they were added with:
+MEASURES_AS_ADDED = dict(threshold=0.99, hold_evals=10, fourier_bar=0.5)  # experiment.py's THRESHOLD,
+#                                                   Config.hold_evals and FOURIER_BAR at the time
+
+
+def add_curve_measures(records: list[dict], curves: dict[str, np.ndarray], budget: int) -> None:
+    """Give the runs of a study made before curve_measures' keys were recorded those keys, computed
+    from their saved curves (name -> (runs, evals), "step" -> (evals,)) with MEASURES_AS_ADDED; a
+    run that has them keeps its own."""
+    for i, record in enumerate(records):
+        if "peak_val_acc" not in record:
+            row = {name: values[i] for name, values in curves.items() if name != "step"}
+            for key, value in curve_measures(curves["step"], row, budget, **MEASURES_AS_ADDED).items():
+                record.setdefault(key, value)
+
+
+def held_index(accuracy: np.ndarray, threshold: float, window: int) -> int | None:
+    """The first evaluation from which accuracy stays > threshold at `window` consecutive
+    evaluations (that one included), or None: a crossing too close to the end to show `window`
+    evaluations is censored, not counted."""
+    above = np.asarray(accuracy) > threshold
+    if not 1 <= window <= len(above):
+        return None
+    held = np.flatnonzero(np.lib.stride_tricks.sliding_window_view(above, window).all(axis=1))
+    return int(held[0]) if len(held) else None
+
+
+def curve_measures(steps: np.ndarray, curves: dict[str, np.ndarray], budget: int, threshold: float,
+                   hold_evals: int, fourier_bar: float) -> dict:
+    """Per run, from its curves (name -> (evals,)):
+    - peak_val_acc: the highest validation accuracy at any evaluation (None when none is finite);
+    - step_val_acc_99_held, grokked_held: grokking that holds: the step of held_index with
+      hold_evals (the budget when none), and whether there is one;
+    - after memorization (the first evaluation with training accuracy > threshold), over the
+      evaluations that follow it: train_drops_per_1k_steps, the falls of training accuracy to
+      <= threshold per 1,000 steps, and train_below_99_share, the share of those evaluations with
+      training accuracy <= threshold (None for both when the run never memorized or memorized
+      at its last evaluation): how unstable optimization is once the training set is fitted;
+    - step_fourier_50 (for fourier_bar 0.5): the first step at which the embeddings' top-5
+      Fourier share exceeds fourier_bar (an absolute bar, beside the relative half-rise), the budget when never, None
+      where the measure does not apply (the permutation task, or no such curve)."""
+    tag = round(100 * threshold)
+    train, val = np.asarray(curves["train_acc"]), np.asarray(curves["val_acc"])
+    finite = val[np.isfinite(val)]
+    held = held_index(val, threshold, hold_evals)
+    measures = {"peak_val_acc": float(finite.max()) if len(finite) else None,
+                f"step_val_acc_{tag}_held": budget if held is None else int(steps[held]),
+                "grokked_held": int(held is not None),
+                "train_drops_per_1k_steps": None, f"train_below_{tag}_share": None}
+    fitted = np.flatnonzero(train > threshold)
+    if len(fitted) and fitted[0] + 1 < len(train):
+        first = fitted[0]
+        above = train[first:] > threshold  # the memorization evaluation is above
+        falls = int((above[:-1] & ~above[1:]).sum())
+        measures["train_drops_per_1k_steps"] = 1000 * falls / (budget - int(steps[first]))
+        measures[f"train_below_{tag}_share"] = float((~above[1:]).mean())
+    fourier = curves.get("embedding_fourier_top5")
+    name = f"step_fourier_{round(100 * fourier_bar)}"
+    measures[name] = None
+    if fourier is not None and np.isfinite(fourier).all():
+        passed = np.flatnonzero(np.asarray(fourier) > fourier_bar)
+        measures[name] = int(steps[passed[0]]) if len(passed) else budget
+    return measures
+
+
+# ======================================================================================
 # One run: regime and event times
 # ======================================================================================
 

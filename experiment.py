@@ -32,21 +32,29 @@ Reading the results (the definitions a write-up needs; notes.txt has them at len
 - A run is one task x architecture x seed (x setting). Runs with one seed share the split and the
   batches across architectures, so architectures are compared by pairs of runs (exact sign test:
   pairs, wins, losses, ties, p; q is p adjusted for all of a study's comparisons together,
-  Benjamini-Hochberg, and a claim needs q < 0.05), never by means of unpaired runs alone.
+  Benjamini-Hochberg), never by means of unpaired runs alone. The pairs of one task and seed form
+  a cluster (one split, one batch stream): a pooled comparison is also tested per cluster (an
+  exact sign-flip test of each cluster's wins - losses), and a claim needs its cluster q < 0.05.
 - Evaluation is on the full training and validation splits every eval_every steps. "Reached"
   means accuracy strictly above 0.99: step_train_acc_99 (memorization), step_val_acc_99
   (grokking); also at 0.5 and 0.9 (step_val_acc_50, step_val_acc_90, ...). A run that never
   reaches a threshold is censored at the budget: its step is num_steps, and grokked = 0.
   plot.py reports restricted means up to the budget with k/n, medians, Kaplan-Meier curves.
-- Regimes: groks (validation > 99%), memorizes only, fails to fit (neither), diverged (NaN loss).
+- Grokking that holds: step_val_acc_99_held, the first step from which validation accuracy stays
+  > 99% at hold_evals (10) evaluations in a row (censored at the budget when none; grokked_held).
+- Regimes: groks (validation > 99%), near-grokking (memorized; peak_val_acc, the highest validation
+  accuracy, > 90% but never 99%), memorizes only, fails to fit (training never > 99%), diverged.
 - Drops after grokking: val_only_drops_after_grok (training accuracy held: generalization lost),
-  joint_drops_after_grok (training accuracy fell too: optimization unstable).
+  joint_drops_after_grok (training accuracy fell too: optimization unstable). Instability after
+  memorization: train_drops_per_1k_steps (falls of training accuracy to <= 99% per 1,000 steps)
+  and train_below_99_share (share of the later evaluations at or below 99%); null if never memorized.
 - Capacity buckets: three equal-width bins of log10(parameter count); deep-narrow vs
   wide-shallow pairs match in parameter count within 10% (4 x d against 1 x 2d).
 - Progress measures: embedding_fourier_top5 (share of the element embeddings' power in their 5
   strongest DFT frequencies over the cyclic group), norms by part, the training logit margin, the
   share of training answers whose float32 softmax saturates; fourier_lead = grokking step minus
-  the step at which the Fourier share made half its rise.
+  the step at which the Fourier share made half its rise; step_fourier_50, the first step at which
+  it passes 0.5 (null for S5).
 
 Sections: config and presets, data, model, loss/optimizer/training step, metrics, main.
 """
@@ -65,6 +73,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import analysis
 import runner
 
 # ======================================================================================
@@ -89,6 +98,7 @@ class Config:
     eval_every: int = 10  # steps between evaluations on the full splits (eval_schedule=linear)
     eval_schedule: str = "linear"  # "linear": every eval_every steps; "log": log-spaced steps
     eval_points_per_decade: int = 20  # evaluations per factor of 10 in steps (eval_schedule=log)
+    hold_evals: int = 10  # grokking that holds: validation accuracy > 99% at this many evaluations in a row
     prime: int | tuple[int, ...] = 97  # modulus p of the arithmetic tasks (x_div_y needs a prime)
     train_fraction: float | tuple[float, ...] = 0.5  # fraction of all equations in the training split
     batch_size: int | tuple[int, ...] = 512  # examples per step, drawn with replacement from the training split
@@ -131,6 +141,17 @@ PRESETS: dict[str, dict] = {
     "capacity_cpu": dict(tasks=("x_div_y", "x_minus_y"), layers=(1, 2, 4), dims=(64, 64, 128), heads=(2, 4, 4),
                          zip_axes=("dims", "heads"), seeds=6, prime=59, lr=2e-3, weight_decay=1.0, num_steps=3500,
                          eval_every=50),
+    # Capacity or its confounds (about 2 hours on 2 cores): depth at one learning-rate scale or
+    # several, and width against head size. Depth: 1 and 4 layers at 64 x 2 heads under three
+    # (lr, weight decay) with one product, 2e-3 (the weight-decay time scale, and so the budget,
+    # stays put) from capacity_cpu's (2e-3, 1) up to (8e-3, 0.25); pilots (notes.txt) found no
+    # setting below: at (1e-3, 2) and (5e-4, 4) neither depth memorizes in 4000 steps. Heads: 1
+    # layer with 16-dimensional heads at width 128 (128 x 8) beside 128 x 4, 64 x 4 and 64 x 2
+    # (32, 16 and 32 dimensions), at every setting. x/y and x-y mod 59, 50% training data, 6 seeds.
+    "confounds_cpu": dict(tasks=("x_div_y", "x_minus_y"), layers=(1, 4, 1, 1, 1), dims=(64, 64, 64, 128, 128),
+                          heads=(2, 2, 4, 4, 8), lr=(2e-3, 4e-3, 8e-3), weight_decay=(1.0, 0.5, 0.25),
+                          zip_axes=("layers", "dims", "heads", "lr", "weight_decay"), seeds=6, prime=59,
+                          num_steps=4000, eval_every=50),
     # The batch-size study: the baseline model on x/y with weight decay 1.0 at batch 64 to 512,
     # 100k steps evaluated at log-spaced steps (grokking at 512, not at 64). GPU work.
     "batch_size": dict(tasks=("x_div_y",), layers=(2,), dims=(128,), heads=(4,), seeds=3,
@@ -168,7 +189,7 @@ def validate(c: Config) -> None:
         need(t in TASKS, f"unknown task {t!r}; choose from {','.join(TASKS)}")
     for name in ("layers", "dims", "heads"):
         need(len(getattr(c, name)) > 0 and all(v > 0 for v in getattr(c, name)), f"--{name} needs positive integers")
-    for name in ("seeds", "num_steps", "eval_every", "eval_points_per_decade"):
+    for name in ("seeds", "num_steps", "eval_every", "eval_points_per_decade", "hold_evals"):
         need(getattr(c, name) > 0, f"--{name} must be a positive integer, got {getattr(c, name)}")
     for a in runner.architectures(c):  # the (d_model, heads) the study builds: crossed, or paired by zip_axes
         need(a.d_model % a.heads == 0, f"{a.heads} heads do not divide d_model {a.d_model}; pick --heads that "
@@ -422,6 +443,7 @@ def example_metrics(logits: torch.Tensor, answers: torch.Tensor, c: Config) -> d
 
 FOURIER_TOP = 5  # embedding_fourier_top5: the share of the embeddings' power in this many frequencies
 KEY_FREQUENCY_POWER = 0.9  # embedding_key_frequencies: the fewest frequencies that hold this share
+FOURIER_BAR = 0.5  # step_fourier_50: the top-5 share passes this (it starts near 0.2, a random embedding's)
 
 
 def model_metrics(params: dict[str, torch.Tensor], tables: list[TaskTable], c: Config) -> dict[str, torch.Tensor]:
@@ -505,9 +527,10 @@ def sustained_step(steps: np.ndarray, accuracy: np.ndarray, num_steps: int) -> i
     return int(steps[start]) if start < len(steps) else num_steps
 
 
-def run_metrics(steps: np.ndarray, curves: dict[str, np.ndarray], num_steps: int) -> dict:
-    """One run's curves (name -> (evals,)) -> its metrics (defined in notes.txt). Every key
-    returned is saved in runs.json; HEADLINE_METRICS also go to final_info.json."""
+def run_metrics(steps: np.ndarray, curves: dict[str, np.ndarray], c: Config) -> dict:
+    """One run's curves (name -> (evals,)) and config -> its metrics (defined in notes.txt). Every
+    key returned is saved in runs.json; HEADLINE_METRICS also go to final_info.json."""
+    num_steps = c.num_steps
     train_acc, val_acc = curves["train_acc"], curves["val_acc"]
     losses = [v for name, v in curves.items() if name.endswith("loss")]
     step_train = first_step_above(steps, train_acc, num_steps)
@@ -541,6 +564,10 @@ def run_metrics(steps: np.ndarray, curves: dict[str, np.ndarray], num_steps: int
         if len(after):
             metrics["stable_fraction"] = float((after > THRESHOLD).mean())
             metrics["min_val_acc_after_grok"] = float(after.min())
+    # The peak, grokking that holds (c.hold_evals evaluations in a row), training instability after
+    # memorization, the step the Fourier share passes FOURIER_BAR: analysis.py, which also computes
+    # them from the curves of studies made before they were recorded.
+    metrics.update(analysis.curve_measures(steps, curves, num_steps, THRESHOLD, c.hold_evals, FOURIER_BAR))
     fourier = curves.get(f"embedding_fourier_top{FOURIER_TOP}")
     if fourier is not None:  # when the Fourier circuit forms: half its rise, and how long before grokking
         rises = np.isfinite(fourier).all() and fourier[-1] > fourier[0]

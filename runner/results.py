@@ -47,7 +47,7 @@ def study_records(study: Study, results: list[GroupResult], buckets: dict) -> li
                 "d_model": res.arch.d_model, "heads": res.arch.heads, "seed": mb.seed,
                 "setting": setting_tag(mb.setting, varied), **dict(mb.setting), "bucket": buckets[res.arch.name],
                 "parameter_count": parameter_count(study.science, res.arch, study.table(mb), study.config(mb)),
-                **study.science.run_metrics(res.steps, curves, study.c.num_steps),
+                **study.science.run_metrics(res.steps, curves, study.config(mb)),
                 # members train together: each run is charged its share of the group's time
                 "wall_time_s": res.wall_time_s / len(res.members),
             })
@@ -124,7 +124,7 @@ def check_headline(study: Study) -> None:
     science, c = study.science, study.c
     steps = np.array(science.evaluation_steps(c)[:3])
     curves = {name: np.zeros(len(steps)) for name in curve_names(study)}
-    metrics = science.run_metrics(steps, curves, c.num_steps)
+    metrics = science.run_metrics(steps, curves, study.config(Member(c.tasks[0], 0, settings(c)[0])))
     known = set(metrics) | {"parameter_count", "wall_time_s"}
     missing = [name for name in science.headline_metrics if name not in known]
     if missing:
@@ -146,8 +146,8 @@ def group_summary(study: Study, result: GroupResult) -> str:
     parts, varied = [], varied_axes(c)
     labels = [" ".join(filter(None, (mb.task, setting_tag(mb.setting, varied)))) for mb in result.members]
     for label in dict.fromkeys(labels):
-        metrics = [science.run_metrics(result.steps, {k: v[i] for k, v in result.curves.items()}, c.num_steps)
-                   for i, other in enumerate(labels) if other == label]
+        metrics = [science.run_metrics(result.steps, {k: v[i] for k, v in result.curves.items()},
+                                       study.config(result.members[i])) for i, other in enumerate(labels) if other == label]
         means = [f"{name} {format_mean([m[name] for m in metrics], decimals)}"
                  for name, decimals in science.headline_metrics.items() if name in metrics[0]]
         parts.append(f"{label} " + ", ".join(means) + f" ({plural(len(metrics), 'run')})")

@@ -22,7 +22,7 @@ class Science:
     evaluation_steps: Callable  # (config) -> increasing steps after which runs are evaluated (0: before training)
     example_metrics: Callable  # one run's (logits, answers, config) -> {name: (rows,)}, averaged per split
     model_metrics: Callable  # ({name: (members, ...)}, [each member's table], config) -> {curve name: (members,)}
-    run_metrics: Callable  # (steps, {curve: (evals,)}, num_steps) -> {metric: value}
+    run_metrics: Callable  # (steps, {curve: (evals,)}, run config) -> {metric: value}
     headline_metrics: dict  # metric -> decimals: what final_info.json reports
     source: str  # path of experiment.py: hashed into provenance, shipped to Ray workers
     template_of: str | None = None  # in a template folder: the preset Config's defaults were made from

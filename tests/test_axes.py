@@ -177,7 +177,7 @@ def test_log_schedule_steps():
     # metrics are first evaluated steps
     curves = {name: np.zeros(len(steps)) for name in ("train_loss", "train_acc", "val_loss", "val_acc")}
     curves["val_acc"][steps.index(1259):] = 1.0
-    assert ex.run_metrics(np.array(steps), curves, c.num_steps)["step_val_acc_99"] == 1259
+    assert ex.run_metrics(np.array(steps), curves, c)["step_val_acc_99"] == 1259
 
 
 # ----- saved models and queries -----

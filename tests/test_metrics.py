@@ -19,7 +19,7 @@ def curve(train_acc, val_acc):
 
 
 def test_never_reached():
-    m = ex.run_metrics(STEPS, curve([0.5] * 5, [0.1] * 5), num_steps=60)
+    m = ex.run_metrics(STEPS, curve([0.5] * 5, [0.1] * 5), ex.Config(num_steps=60))
     assert m["step_train_acc_99"] == m["step_val_acc_99"] == m["step_val_acc_99_sustained"] == 60
     assert (m["memorized"], m["grokked"], m["grok_delay"]) == (0, 0, 0)
     assert m["stable_fraction"] is None and m["min_val_acc_after_grok"] is None
@@ -29,7 +29,7 @@ def test_never_reached():
 
 
 def test_reached_then_lost_then_regained():
-    m = ex.run_metrics(STEPS, curve([0.2, 1, 1, 1, 1], [0.1, 0.995, 0.98, 0.995, 0.999]), num_steps=50)
+    m = ex.run_metrics(STEPS, curve([0.2, 1, 1, 1, 1], [0.1, 0.995, 0.98, 0.995, 0.999]), ex.Config(num_steps=50))
     assert m["step_train_acc_99"] == 20 and m["step_val_acc_99"] == 20 and m["grok_delay"] == 0
     assert m["step_val_acc_99_sustained"] == 40
     assert m["stable_fraction"] == pytest.approx(2 / 3)
@@ -38,20 +38,20 @@ def test_reached_then_lost_then_regained():
 
 
 def test_reached_at_the_first_evaluation_and_kept():
-    m = ex.run_metrics(STEPS, curve([1] * 5, [1] * 5), num_steps=50)
+    m = ex.run_metrics(STEPS, curve([1] * 5, [1] * 5), ex.Config(num_steps=50))
     assert m["step_train_acc_99"] == m["step_val_acc_99"] == m["step_val_acc_99_sustained"] == 10
     assert (m["stable_fraction"], m["min_val_acc_after_grok"], m["val_drops_after_grok"]) == (1.0, 1.0, 0)
 
 
 def test_threshold_is_strict_and_grokking_at_the_last_evaluation_has_no_stability():
-    m = ex.run_metrics(STEPS, curve([0.99, 0.99, 0.991, 1, 1], [0.99] * 4 + [1]), num_steps=50)
+    m = ex.run_metrics(STEPS, curve([0.99, 0.99, 0.991, 1, 1], [0.99] * 4 + [1]), ex.Config(num_steps=50))
     assert m["step_train_acc_99"] == 30  # 0.99 itself is not "above 99%"
     assert m["step_val_acc_99"] == 50 and m["grokked"] == 1 and m["grok_delay"] == 20
     assert m["stable_fraction"] is None and m["val_drops_after_grok"] == 0
 
 
 def test_lost_at_the_end_is_not_sustained():
-    m = ex.run_metrics(STEPS, curve([1] * 5, [1, 1, 1, 1, 0.5]), num_steps=50)
+    m = ex.run_metrics(STEPS, curve([1] * 5, [1, 1, 1, 1, 0.5]), ex.Config(num_steps=50))
     assert m["step_val_acc_99"] == 10 and m["step_val_acc_99_sustained"] == 50
     assert m["val_drops_after_grok"] == 1
 
@@ -60,12 +60,12 @@ def test_earlier_thresholds_and_the_two_kinds_of_drops_after_grokking():
     steps = np.array([10, 20, 30, 40, 50, 60])
     curves = {"train_loss": np.ones(6), "val_loss": np.ones(6), "weight_norm": np.ones(6),
               "train_acc": np.array([0.3, 1, 1, 0.5, 1, 1]), "val_acc": np.array([0.1, 0.6, 0.995, 0.5, 0.999, 0.98])}
-    m = ex.run_metrics(steps, curves, num_steps=60)
+    m = ex.run_metrics(steps, curves, ex.Config(num_steps=60))
     assert (m["step_train_acc_50"], m["step_train_acc_90"], m["step_train_acc_99"]) == (20, 20, 20)
     assert (m["step_val_acc_50"], m["step_val_acc_90"], m["step_val_acc_99"]) == (20, 30, 30)
     # after grokking at 30: at 40 both accuracies fall (optimization), at 60 validation alone does
     assert m["val_drops_after_grok"] == 2 and m["joint_drops_after_grok"] == 1 and m["val_only_drops_after_grok"] == 1
-    never = ex.run_metrics(STEPS, curve([0.4] * 5, [0.1] * 5), num_steps=60)
+    never = ex.run_metrics(STEPS, curve([0.4] * 5, [0.1] * 5), ex.Config(num_steps=60))
     assert never["step_val_acc_50"] == never["step_train_acc_50"] == 60  # the budget when never, as at 99%
     assert never["val_only_drops_after_grok"] is None and never["joint_drops_after_grok"] is None
 
@@ -96,3 +96,32 @@ def test_final_info_has_the_ai_scientist_shape_with_rounded_headline_metrics():
     assert info["x_div_y"]["final_info_dict"] == {"step_val_acc_99": [4940, 4691], "grokked": [1, 0],
                                                   "final_val_acc": [0.99123456, None]}
     assert isinstance(info["x_div_y"]["means"]["step_val_acc_99_mean"], int)
+
+
+def test_grokking_that_holds_the_peak_and_instability_after_memorization():
+    steps = np.arange(10, 130, 10)  # 12 evaluations
+    train = np.array([0.2, 1, 1, 0.9, 1, 0.95, 0.97, 1, 1, 1, 1, 1])
+    val = np.array([0.0, 0.2, 0.995, 0.5, 0.93, 0.995, 0.999, 0.999, 1, 1, 0.98, 1])
+    m = ex.run_metrics(steps, {**curve(train[:5], val[:5]), "train_acc": train, "val_acc": val,
+                               "train_loss": np.ones(12), "val_loss": np.ones(12), "weight_norm": np.ones(12)},
+                       ex.Config(num_steps=120, hold_evals=3))
+    assert m["step_val_acc_99"] == 30  # the first crossing is a spike: it lasts one evaluation
+    assert m["step_val_acc_99_held"] == 60 and m["grokked_held"] == 1  # 60, 70, 80 (and 90, 100) above
+    assert m["peak_val_acc"] == 1.0
+    # memorized at 20; after it 10 evaluations, 3 at or below 99% (40, 60, 70) in 2 falls (at 40 and 60),
+    # over the 100 steps from memorization to the budget
+    assert m["train_below_99_share"] == pytest.approx(0.3) and m["train_drops_per_1k_steps"] == pytest.approx(20)
+    assert m["step_fourier_50"] is None  # no Fourier curve: the measure does not apply
+    longer = ex.run_metrics(steps, {**curve(train[:5], val[:5]), "train_acc": train, "val_acc": val,
+                                    "train_loss": np.ones(12), "val_loss": np.ones(12), "weight_norm": np.ones(12)},
+                            ex.Config(num_steps=120, hold_evals=6))
+    assert longer["step_val_acc_99_held"] == 120 and longer["grokked_held"] == 0  # 5 in a row at most: censored
+
+
+def test_a_run_that_never_memorized_has_no_instability_and_holds_nothing():
+    m = ex.run_metrics(STEPS, curve([0.5] * 5, [0.1, 0.3, 0.2, 0.1, 0.1]), ex.Config(num_steps=60, hold_evals=1))
+    assert m["peak_val_acc"] == 0.3 and m["step_val_acc_99_held"] == 60 and m["grokked_held"] == 0
+    assert m["train_drops_per_1k_steps"] is None and m["train_below_99_share"] is None
+    last = ex.run_metrics(STEPS, curve([0.5] * 4 + [1], [0.1] * 4 + [1]), ex.Config(num_steps=50, hold_evals=1))
+    assert last["train_below_99_share"] is None  # memorized at the last evaluation: nothing after it
+    assert last["step_val_acc_99_held"] == 50 and last["grokked_held"] == 1  # one evaluation is the whole window

@@ -87,7 +87,11 @@ def test_the_fourier_lead_is_the_grokking_step_minus_the_half_rise():
     steps = np.array([10, 20, 30, 40, 50])
     curves = {"train_loss": np.ones(5), "val_loss": np.ones(5), "train_acc": np.ones(5),
               "val_acc": np.array([0.0, 0.0, 0.0, 1.0, 1.0]), "embedding_fourier_top5": np.array([0.2, 0.3, 0.6, 0.9, 1.0])}
-    m = ex.run_metrics(steps, curves, num_steps=50)
+    m = ex.run_metrics(steps, curves, ex.Config(num_steps=50))
     assert m["step_fourier_half"] == 30 and m["fourier_lead"] == 10  # half of 0.2 -> 1.0 is 0.6, at step 30
-    flat = ex.run_metrics(steps, {**curves, "embedding_fourier_top5": np.full(5, np.nan)}, num_steps=50)
-    assert flat["step_fourier_half"] is None and flat["fourier_lead"] is None
+    assert m["step_fourier_50"] == 30  # the absolute bar: the first share above 0.5
+    weak = ex.run_metrics(steps, {**curves, "embedding_fourier_top5": np.array([0.2, 0.26, 0.32, 0.36, 0.4])},
+                          ex.Config(num_steps=50))
+    assert weak["step_fourier_half"] == 30 and weak["step_fourier_50"] == 50  # half its (weak) rise, never 0.5
+    flat = ex.run_metrics(steps, {**curves, "embedding_fourier_top5": np.full(5, np.nan)}, ex.Config(num_steps=50))
+    assert flat["step_fourier_half"] is None and flat["fourier_lead"] is None and flat["step_fourier_50"] is None

@@ -179,7 +179,7 @@ def test_a_nan_member_diverges_alone(study, group, clean):
     result = train_group(poisoned_study, group, CPU, FAST)[0]
     bad = [(m.task, m.seed) for m in group.members].index(("x_minus_y", 1))
     for i in range(len(group.members)):
-        m = ex.run_metrics(result.steps, {k: v[i] for k, v in result.curves.items()}, CONFIG.num_steps)
+        m = ex.run_metrics(result.steps, {k: v[i] for k, v in result.curves.items()}, CONFIG)
         if i == bad:
             assert m["diverged"] == 1 and m["final_train_loss"] is None and m["grokked"] == 0
         else:
