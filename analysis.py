@@ -33,9 +33,18 @@ EVENTS = {
     "step_val_acc_50": ("val_50", "validation > 50%", None),
     "step_val_acc_90": ("val_90", "validation > 90%", None),
     "step_val_acc_99": ("grok", "grokking (validation > 99%)", "grokked"),
+    "step_val_acc_99_held": ("grok_held", "grokking that holds (validation > 99%, hold_evals in a row)", "grokked_held"),
+    "step_fourier_50": ("fourier_50", "Fourier share of the embeddings > 0.5", None),
 }
 GROKKING_THRESHOLDS = ("step_val_acc_50", "step_val_acc_90", "step_val_acc_99")
-REGIMES = ("groks", "memorizes only", "fails to fit", "diverged")
+# Per-run values compared by pairs like the events (the smaller value "wins"): key -> (short name, meaning).
+MEASURES = {
+    "train_drops_per_1k_steps": ("drops_per_1k", "training-accuracy drops to <= 99% per 1,000 steps after memorization"),
+    "train_below_99_share": ("below_99_share", "share of evaluations after memorization with training accuracy <= 99%"),
+}
+REGIMES = ("groks", "near-grokking", "memorizes only", "fails to fit", "diverged")
+NEAR_GROKKING = 0.9  # a run that memorized and whose validation accuracy passed this, but never 99%
+FORMAT_VERSION = 1  # the layout of a study folder's files: runner/ writes it, plotting/ reads it
 SIGNIFICANCE = 0.05  # a paired comparison is significant when its q (p adjusted for the study's tests) is below this
 
 
@@ -130,12 +139,21 @@ def curve_measures(steps: np.ndarray, curves: dict[str, np.ndarray], budget: int
 
 def regime(record: dict) -> str:
     """What became of a run: it diverged (a NaN or infinite loss), grokked (validation > 99%),
-    memorized only (training > 99%, validation never), or failed to fit (neither)."""
+    nearly grokked (memorized, validation passed NEAR_GROKKING at its peak but never 99%),
+    memorized only (training > 99%, validation never past NEAR_GROKKING), or failed to fit
+    (training never > 99%, whatever its validation accuracy)."""
     if record.get("diverged"):
         return "diverged"
     if record["grokked"]:
         return "groks"
-    return "memorizes only" if record["memorized"] else "fails to fit"
+    if not record["memorized"]:
+        return "fails to fit"
+    return "near-grokking" if (record.get("peak_val_acc") or 0) > NEAR_GROKKING else "memorizes only"
+
+
+def regime_key(name: str) -> str:
+    """A regime's key in summary rows: near-grokking -> near_grokking, memorizes only -> memorizes_only."""
+    return name.replace(" ", "_").replace("-", "_")
 
 
 def event_time(record: dict, event: str, budget: int) -> tuple[float, bool] | None:
@@ -186,9 +204,11 @@ def time_to_event(steps: np.ndarray, reached: np.ndarray, budget: int) -> dict:
 
 
 def summary_row(records: list[dict], budget: int) -> dict:
-    """The runs of one task and architecture (and setting): how many, regime counts, and for
-    every event recorded <name>_reached, restricted_mean_<name> (with _stderr) and median_<name>."""
-    row = {"n": len(records), **{name.replace(" ", "_"): sum(regime(r) == name for r in records) for name in REGIMES}}
+    """The runs of one task and architecture (and setting): how many, regime counts, for every
+    event recorded <name>_reached, restricted_mean_<name> (with _stderr) and median_<name>, the
+    mean drops after grokking, and the mean (with _stderr) of peak_val_acc and of each measure in
+    MEASURES."""
+    row = {"n": len(records), **{regime_key(name): sum(regime(r) == name for r in records) for name in REGIMES}}
     for event, (name, _, _) in EVENTS.items():
         steps, reached = event_times(records, event, budget)
         if len(steps):
@@ -199,6 +219,10 @@ def summary_row(records: list[dict], budget: int) -> dict:
              if r.get("val_only_drops_after_grok") is not None]
     if drops:
         row["val_only_drops_after_grok"], row["joint_drops_after_grok"] = (float(np.mean(d)) for d in zip(*drops))
+    for key in ("peak_val_acc", *MEASURES):  # mean and standard error over the runs that have a value
+        if any(r.get(key) is not None for r in records):
+            mean, stderr = mean_stderr([r.get(key) for r in records])
+            row[key], row[f"{key}_stderr"] = float(mean), float(stderr)
     return row
 
 
@@ -214,6 +238,36 @@ def sign_test(differences: np.ndarray) -> dict:
     p = stats.binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
     return {"pairs": len(differences), "wins": wins, "losses": losses, "ties": len(differences) - wins - losses,
             "p": float(p), "median_difference": float(np.median(differences)) if len(differences) else None}
+
+
+def cluster(record: dict) -> tuple:
+    """The cluster a run's pairs belong to: its task and seed. The seed alone fixes a run's split and
+    batch stream, so every pair of one task and seed shares them, across widths, heads and settings
+    (a cluster is one observation, not as many as it holds pairs)."""
+    return record["task"], record["seed"]
+
+
+CLUSTER_RESAMPLES = 2 ** 16  # sign flips: exact up to 16 clusters, a seeded random sample beyond
+
+
+def cluster_test(clusters: list[tuple], differences: np.ndarray) -> dict:
+    """The paired comparison counted per cluster: each cluster's score is its pairs' wins - losses
+    (a win: a's difference < 0); clusters with a positive score are cluster_wins, negative
+    cluster_losses, zero cluster_ties; cluster_p is the two-sided sign-flip permutation test of
+    the sum of the scores (under no difference every cluster's score is as likely negated;
+    scipy.stats.permutation_test, exact up to 16 clusters with a nonzero score)."""
+    scores: dict[tuple, int] = {}
+    for c, d in zip(clusters, differences):
+        scores[c] = scores.get(c, 0) + int(d < 0) - int(d > 0)
+    values = np.array(list(scores.values()), dtype=float)
+    nonzero = values[values != 0]
+    p = 1.0  # with one cluster (or none) of nonzero score, both of its signs are as extreme
+    if len(nonzero) > 1:
+        p = stats.permutation_test((nonzero,), lambda x, axis: np.sum(x, axis=axis), permutation_type="samples",
+                                   n_resamples=CLUSTER_RESAMPLES, alternative="two-sided",
+                                   rng=np.random.default_rng(0)).pvalue
+    return {"clusters": len(values), "cluster_wins": int((values > 0).sum()), "cluster_losses": int((values < 0).sum()),
+            "cluster_ties": int((values == 0).sum()), "cluster_p": float(min(p, 1.0))}
 
 
 def pair_differences(records: list[dict], event: str, budget: int, is_a: Callable, is_b: Callable,
@@ -244,8 +298,10 @@ def paired(records: list[dict], event: str, budget: int, is_a: Callable, is_b: C
     pairs = pair_differences(records, event, budget, is_a, is_b, pair_key)
     if not pairs:
         return None
-    result = sign_test(np.array([d for _, d, _ in pairs]))
+    differences = np.array([d for _, d, _ in pairs])
+    result = sign_test(differences)
     result["censored"] = sum(bound for _, _, bound in pairs)  # pairs with a run that never got there
+    result.update(cluster_test(pair_clusters(records, pair_key, [k for k, _, _ in pairs]), differences))
     a, b = (event_times([r for r in records if belongs(r)], event, budget) for belongs in (is_a, is_b))
     try:  # unpaired, for reference: does the whole distribution differ?
         with warnings.catch_warnings():  # no event on either side: p is NaN, reported as None
@@ -266,10 +322,18 @@ def paired_values(records: list[dict], key: str, is_a: Callable, is_b: Callable,
     None without a pair."""
     a, b = pair_sides(records, lambda r: r.get(key), is_a, is_b, pair_key)
     keys = set(a) & set(b)
-    both = [k for k in keys if a[k] is not None and b[k] is not None]
+    both = sorted((k for k in keys if a[k] is not None and b[k] is not None), key=repr)
     if not keys:
         return None
-    return {**sign_test(np.array([a[k] - b[k] for k in both], dtype=float)), "left_out": len(keys) - len(both)}
+    differences = np.array([a[k] - b[k] for k in both], dtype=float)
+    return {**sign_test(differences), "left_out": len(keys) - len(both),
+            **cluster_test(pair_clusters(records, pair_key, both), differences)}
+
+
+def pair_clusters(records: list[dict], pair_key: Callable, keys: list) -> list[tuple]:
+    """The cluster of each pair (by its key): the cluster its runs share."""
+    of = {pair_key(r): cluster(r) for r in records}
+    return [of[k] for k in keys]
 
 
 def comparison_families(architectures: list[dict]) -> list[dict]:
@@ -331,10 +395,12 @@ def scopes(records: list[dict]) -> list[tuple[str, Callable]]:
 
 
 def compare_architectures(records: list[dict], architectures: list[dict], budget: int) -> list[dict]:
-    """Every comparison of the grid, in every scope, at every event the records have; each with
-    q, its p adjusted for the study's many comparisons (false_discovery_rate), and the grokking
-    comparisons marked threshold_sensitive when their direction (which side wins more pairs) or
-    their significance (q < SIGNIFICANCE) is not the same at every threshold."""
+    """Every comparison of the grid, in every scope: at every event the records have (kind
+    "event") and of every per-run measure in MEASURES they have (kind "value"); each with its
+    pair-level sign test and its cluster-level test, q and cluster_q (their p adjusted for all of
+    the study's comparisons, false_discovery_rate), and the grokking comparisons marked
+    threshold_sensitive when their direction (which side wins more pairs) or their significance
+    (q < SIGNIFICANCE) is not the same at every threshold."""
     out, by_thresholds = [], []
     for family in comparison_families(architectures):
         for scope, within in scopes(records):
@@ -344,11 +410,17 @@ def compare_architectures(records: list[dict], architectures: list[dict], budget
                 result = paired(chosen, event, budget, family["is_a"], family["is_b"], family["pair_key"])
                 if result is not None:
                     found[event] = {"family": family["family"], "a": family["a"], "b": family["b"], "scope": scope,
-                                    "event": event, "event_label": EVENTS[event][1], **result}
+                                    "kind": "event", "event": event, "event_label": EVENTS[event][1], **result}
+            for key, (_, label) in MEASURES.items():
+                result = paired_values(chosen, key, family["is_a"], family["is_b"], family["pair_key"])
+                if result is not None and any(r.get(key) is not None for r in chosen):
+                    found[key] = {"family": family["family"], "a": family["a"], "b": family["b"], "scope": scope,
+                                  "kind": "value", "event": key, "event_label": label, **result}
             out += found.values()
             by_thresholds.append([found[e] for e in GROKKING_THRESHOLDS if e in found])
-    for c, q in zip(out, false_discovery_rate([c["p"] for c in out])):
-        c["q"] = q
+    for name in ("q", "cluster_q"):
+        for c, q in zip(out, false_discovery_rate([c[name.replace("q", "p")] for c in out])):
+            c[name] = q
     for thresholds in by_thresholds:
         verdicts = {(np.sign(c["wins"] - c["losses"]), c["q"] < SIGNIFICANCE) for c in thresholds}
         for c in thresholds:

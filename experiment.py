@@ -61,7 +61,6 @@ Sections: config and presets, data, model, loss/optimizer/training step, metrics
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import re
@@ -113,8 +112,6 @@ class Config:
     dtype: str = "float32"  # "float32", or "float64" for exactness checks (on a CPU)
     progress_measures: bool = True  # Fourier concentration, norms by part, logit margin, softmax saturation
 
-
-AXES = tuple(f.name for f in dataclasses.fields(Config) if "| tuple" in str(f.type))  # the fields typed X | tuple[X, ...]
 
 PRESETS: dict[str, dict] = {
     # The template's baseline: one architecture, all four tasks, 3 seeds. Produces run_0/.
@@ -169,11 +166,6 @@ TEMPLATE_OF: str | None = None  # the preset this file's Config defaults were ma
 TIME_LIMIT_S: float | None = None  # stop (exit 3) when the first steps project the study past it; None: no limit
 
 
-def values(field) -> tuple:
-    """A field that holds one value or a list, always as a tuple."""
-    return field if isinstance(field, tuple) else (field,)
-
-
 def is_prime(n: int) -> bool:
     return n >= 2 and all(n % f for f in range(2, math.isqrt(n) + 1))
 
@@ -194,21 +186,21 @@ def validate(c: Config) -> None:
     for a in runner.architectures(c):  # the (d_model, heads) the study builds: crossed, or paired by zip_axes
         need(a.d_model % a.heads == 0, f"{a.heads} heads do not divide d_model {a.d_model}; pick --heads that "
              "divide every --dims value (or pair them with --zip_axes=dims,heads)")
-    need(all(b > 0 for b in values(c.batch_size)), "--batch_size must be positive")
+    need(all(b > 0 for b in runner.axis_values(c, "batch_size")), "--batch_size must be positive")
     need(c.eval_schedule in ("linear", "log"), f"--eval_schedule={c.eval_schedule!r}: use linear or log")
-    need(all(w >= 0 for w in values(c.warmup_steps)), "--warmup_steps must be >= 0")
-    need(all(v > 0 and math.isfinite(v) for v in values(c.lr)), "--lr must be positive")
-    need(all(v >= 0 and math.isfinite(v) for v in values(c.weight_decay)), "--weight_decay must be >= 0")
+    need(all(w >= 0 for w in runner.axis_values(c, "warmup_steps")), "--warmup_steps must be >= 0")
+    need(all(v > 0 and math.isfinite(v) for v in runner.axis_values(c, "lr")), "--lr must be positive")
+    need(all(v >= 0 and math.isfinite(v) for v in runner.axis_values(c, "weight_decay")), "--weight_decay must be >= 0")
     need(0 <= c.beta1 < 1 and 0 <= c.beta2 < 1, "--beta1 and --beta2 must lie in [0, 1)")
-    for f in values(c.train_fraction):
+    for f in runner.axis_values(c, "train_fraction"):
         need(0 < f < 1, f"--train_fraction must lie strictly between 0 and 1, got {f}")
     need(0 <= c.test_fraction < 1, f"--test_fraction must lie in [0, 1), got {c.test_fraction}")
-    for p in values(c.prime):
+    for p in runner.axis_values(c, "prime"):
         need(2 <= p <= 2000, f"--prime must lie in 2..2000 (the tables hold p^2 equations), got {p}")
         need(is_prime(p) or "x_div_y" not in c.tasks, f"--prime={p} is not prime, so x_div_y has no inverse for "
              "every divisor; use a prime such as 97 or 113, or drop x_div_y from --tasks")
     need(2 <= c.perm_k <= 6, f"--perm_k must lie in 2..6 (S_k has k! elements), got {c.perm_k}")
-    for t, p, f in itertools.product(c.tasks, values(c.prime), values(c.train_fraction)):
+    for t, p, f in itertools.product(c.tasks, runner.axis_values(c, "prime"), runner.axis_values(c, "train_fraction")):
         n = task_size(t, p, c.perm_k)
         train, test = int(n * f), int(n * c.test_fraction)
         need(train >= 1 and n - train - test >= 1 and (test >= 1 or c.test_fraction == 0),

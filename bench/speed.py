@@ -42,10 +42,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import experiment as ex  # noqa: E402
-from runner.backends import configure_backend, device_name, resolve_device  # noqa: E402
+from runner.device import configure_backend, device_name, resolve_device  # noqa: E402
 from runner.forwards import make_forward, member_models, stack_parameters  # noqa: E402
 from runner.plan import Architecture, Group, Study  # noqa: E402
-from runner.progress import forward_flops, step_flops  # noqa: E402
+from runner.costs import forward_flops, step_flops  # noqa: E402
 from runner.results import parameter_count  # noqa: E402
 from runner.training import GroupData, evaluate, synchronize  # noqa: E402
 

@@ -85,7 +85,7 @@ def seeds(study: StudyFolder, task: str):
         draw_runs(ax, study.steps, study.curves["val_acc"][rows], "tab:red", lw=0.9)
         regimes = [analysis.regime(study.records[r]) for r in rows]
         counts = ", ".join(f"{regimes.count(g)} {g}" for g in analysis.REGIMES if g in regimes)
-        ax.set_title(f"{arch_label(a)}\n{counts}", fontsize=7.5, color=arch_look(a)["color"])
+        ax.set_title(f"{arch_label(a)}\n{counts}", fontsize=7.5)
         accuracy_axis(ax, label=None)
         step_axis(ax, study.log_steps, label=False)
     for ax in axes.flat[len(archs):]:

@@ -62,7 +62,8 @@ def survival(study: StudyFolder, task: str):
 
 
 def regimes(study: StudyFolder):
-    """Per task and architecture, how many runs grok, memorize only, fail to fit or diverge."""
+    """Per task and architecture, how many runs grok, nearly grok, memorize only, fail to fit or
+    diverge (analysis.regime)."""
     archs = study.archs
     if len(archs) < 2:
         return None
@@ -79,14 +80,13 @@ def regimes(study: StudyFolder):
                     ax.text(x + n / 2, y, str(n), ha="center", va="center", fontsize=7)
             left += counts
         ax.set_yticks(range(len(archs)), [arch_label(a) for a in archs], fontsize=8)
-        for label, a in zip(ax.get_yticklabels(), archs):
-            label.set_color(arch_look(a)["color"])
         ax.set_xlabel("runs")
         ax.set_title(TASK_TITLES.get(task, task), fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, label=g) for g, c in REGIME_COLORS.items()]
     bottom = legend_below(fig, handles, columns=len(handles))
-    suptitle(fig, f"{study.title}: what became of each run (groks: validation > 99%; memorizes only: training > 99%, "
-                  "validation never; fails to fit: neither; diverged: a NaN or infinite loss)")
+    suptitle(fig, f"{study.title}: what became of each run (groks: validation > 99%; near-grokking: training > 99%, "
+                  f"validation past {analysis.NEAR_GROKKING:.0%} but never 99%; memorizes only: training > 99%, "
+                  "validation never past 90%; fails to fit: training never > 99%; diverged: a NaN or infinite loss)")
     return finish(fig, f"{study.name}_regimes.png", bottom=bottom)
 
 
@@ -230,8 +230,6 @@ def stability(study: StudyFolder):
     axes[0, 0].legend(handles=handles, fontsize=7)
     axes[-1, 0].set_xticks(range(len(archs)), [f"{a['layers']}x{a['d_model']}h{a['heads']}" for a in archs],
                            rotation=90, fontsize=8)
-    for label, a in zip(axes[-1, 0].get_xticklabels(), archs):
-        label.set_color(arch_look(a)["color"])
     axes[-1, 0].set_xlabel("architecture (layers x d_model, heads), by parameter count")
     suptitle(fig, f"{study.title}: after grokking, how often validation accuracy falls to 99% or below, and whether "
                   "training accuracy falls with it (mean over the runs that grokked)")

@@ -21,7 +21,8 @@ def paired(study: StudyFolder):
     share of pairs in which a got there first (blue), the same step or both never (gray), b first
     (orange), with the sign test's p and its q (adjusted for the study's many comparisons)."""
     summary = study.summary
-    labels = {e: label for e, (_, label, _) in analysis.EVENTS.items()}
+    labels = {**{e: label for e, (_, label, _) in analysis.EVENTS.items()},
+              **{m: label for m, (_, label) in analysis.MEASURES.items()}}
     events = [e for e in labels if any(c["event"] == e for c in summary["comparisons"])]
     chosen = [c for c in summary["comparisons"] if c["scope"] == "all" or c["scope"].startswith("setting")]
     keys = list(dict.fromkeys((c["family"], c["a"], c["b"], c["scope"]) for c in chosen))
@@ -43,8 +44,9 @@ def paired(study: StudyFolder):
             for count, color in ((c["wins"], "tab:blue"), (c["ties"], "lightgray"), (c["losses"], "tab:orange")):
                 ax.barh(y, count / c["pairs"], left=left, color=color)
                 left += count / c["pairs"]
-            ax.text(1.02, y, f"p={c['p']:.2g} q={c['q']:.2g}" + (" *" if c["q"] < analysis.SIGNIFICANCE else ""),
-                    va="center", fontsize=7)
+            ax.text(1.02, y, f"p={c['p']:.2g} q={c['q']:.2g}\nclusters {c['cluster_wins']}-{c['cluster_losses']}: "
+                             f"q={c['cluster_q']:.2g}" + (" *" if c["cluster_q"] < analysis.SIGNIFICANCE else ""),
+                    va="center", fontsize=6.5)
         ax.set_xlim(0, 2.0)
         ax.set_xticks([0, 0.5, 1])
         ax.axvline(0.5, color="black", lw=0.5)
@@ -56,9 +58,10 @@ def paired(study: StudyFolder):
         ax.tick_params(labelleft=True)
     axes[0, 0].invert_yaxis()
     suptitle(fig, f"{study.title}: paired comparisons (same task, seed, setting and other dimensions). Blue: the "
-                  "first named got there first; gray: same step or both never; orange: the second first. p: exact "
-                  "two-sided sign test over the pairs that differ; q: p adjusted for all of the study's comparisons "
-                  f"(Benjamini-Hochberg); * q < {analysis.SIGNIFICANCE}")
+                  "first named got there first (a measure: was smaller); gray: same or both never; orange: the second "
+                  "first. p: exact two-sided sign test over the pairs that differ; q: p adjusted for all of the "
+                  "study's comparisons (Benjamini-Hochberg); clusters: each task and seed (one split and batch stream) "
+                  f"counted once, wins-losses and q of the sign-flip test; * cluster q < {analysis.SIGNIFICANCE}")
     return finish(fig, f"{study.name}_paired.png")
 
 

@@ -14,7 +14,6 @@ import numpy as np
 
 import analysis
 
-FORMAT_VERSION = 1  # the output format of experiment.py this package reads (runner/folder.py writes it)
 
 
 class UsageError(Exception):
@@ -88,8 +87,8 @@ def load(folder: str, title: str | None = None) -> StudyFolder:
             json.load(f)
         with open(os.path.join(folder, "config.json")) as f:
             config_file = json.load(f)
-        if config_file.get("format_version") != FORMAT_VERSION:
-            raise BadFolder(f"format version {config_file.get('format_version')} is not {FORMAT_VERSION}")
+        if config_file.get("format_version") != analysis.FORMAT_VERSION:
+            raise BadFolder(f"format version {config_file.get('format_version')} is not {analysis.FORMAT_VERSION}")
         with open(os.path.join(folder, "runs.json")) as f:
             records = json.load(f)
         with open(os.path.join(folder, "architectures.json")) as f:
@@ -105,6 +104,7 @@ def load(folder: str, title: str | None = None) -> StudyFolder:
         raise BadFolder("runs.json and curves.npz disagree")
     for r in records:  # runs written before studies had axes beyond the architecture
         r.setdefault("setting", "")
+    analysis.add_curve_measures(records, curves, config_file["config"]["num_steps"])  # studies made before them
     return StudyFolder(name, title or name, config_file["config"], records, curves, architectures,
                        config_file.get("axes") or {})
 

@@ -21,8 +21,8 @@ TASK_TITLES = {"x_div_y": "x / y (mod p)", "x_minus_y": "x - y (mod p)", "x_plus
 CURVES = {"train_loss": "training loss", "val_loss": "validation loss",
           "train_acc": "training accuracy", "val_acc": "validation accuracy"}
 STEP_LABEL = "optimizer step"
-REGIME_COLORS = {"groks": "tab:green", "memorizes only": "tab:orange", "fails to fit": "tab:gray",
-                 "diverged": "tab:red"}
+REGIME_COLORS = {"groks": "tab:green", "near-grokking": "yellowgreen", "memorizes only": "tab:orange",
+                 "fails to fit": "tab:gray", "diverged": "tab:red"}
 EVENT_COLORS = {"step_train_acc_99": "tab:blue", "step_val_acc_99": "tab:red"}  # memorization, grokking
 
 # ======================================================================================

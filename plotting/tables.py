@@ -29,41 +29,59 @@ def event_cell(row: dict, name: str) -> str:
 
 
 def comparison_cell(c: dict | None) -> str:
+    """Pairs: wins-losses (ties, censored or left-out pairs), p, q; then clusters: wins-losses of N,
+    p, q. Bold where the cluster-level q is below SIGNIFICANCE, the claim's test."""
     if c is None:
         return "-"
-    cell = f"{c['wins']}-{c['losses']} ({c['ties']} tied, {c['censored']} censored), p={c['p']:.2g}, q={c['q']:.2g}"
-    return f"**{cell}**" if c["q"] < analysis.SIGNIFICANCE else cell
+    apart = f"{c['censored']} censored" if c["kind"] == "event" else f"{c['left_out']} left out"
+    cell = (f"{c['wins']}-{c['losses']} ({c['ties']} tied, {apart}), p={c['p']:.2g}, q={c['q']:.2g}; clusters "
+            f"{c['cluster_wins']}-{c['cluster_losses']} of {c['clusters']}, p={c['cluster_p']:.2g}, q={c['cluster_q']:.2g}")
+    return f"**{cell}**" if c["cluster_q"] < analysis.SIGNIFICANCE else cell
+
+
+def mean_cell(row: dict, key: str, digits: int) -> str:
+    return f"{row[key]:.{digits}f}" if key in row and row[key] == row[key] else "-"
 
 
 HEADER = ("Steps are restricted means up to the budget (a run that never got there counts at the budget) ± standard "
-          "error, with k/n where not every run got there; median: the step by which half the runs had grokked. "
-          "Regimes: groks / memorizes only / fails to fit / diverged. Drops after grokking, per run that grokked: "
-          "validation alone (generalization lost) / with training (optimization unstable).")
+          "error, with k/n where not every run got there; median: the step by which half the runs had grokked; held: "
+          "grokking that holds (validation > 99% at hold_evals evaluations in a row). Regimes: groks / near-grokking "
+          "(memorized, validation past 90% but never 99%) / memorizes only / fails to fit / diverged. Peak: the "
+          "highest validation accuracy (mean). Drops after grokking, per run that grokked: validation alone "
+          "(generalization lost) / with training (optimization unstable). Train drops: training-accuracy drops to "
+          "<= 99% per 1,000 steps after memorization (mean).")
 COMPARISONS = ("Paired comparisons (pairs share task, seed, setting and the other dimensions): a-b = pairs in which the "
-               "first named got there first - the second; censored: pairs with a run that never got there (counted at "
-               "the budget); p: exact two-sided sign test; q: p adjusted for all of this study's comparisons "
-               f"(Benjamini-Hochberg), **bold** at q < {analysis.SIGNIFICANCE}; threshold-sensitive: the direction or "
-               "the significance is not the same at 50%, 90% and 99% validation accuracy.")
+               "first named got there first (for a measure: had the smaller value) - the second; censored: pairs with "
+               "a run that never got there (counted at the budget); left out: pairs in which a run has no value; p: "
+               "exact two-sided sign test; q: p adjusted for all of this study's comparisons (Benjamini-Hochberg). "
+               "Clusters: the pairs of one task and seed share a split and batches, so each such cluster counts once "
+               "(wins-losses of its pairs), tested by an exact sign-flip permutation test; **bold** at cluster q < "
+               f"{analysis.SIGNIFICANCE}. threshold-sensitive: the pair-level direction or significance is not the "
+               "same at 50%, 90% and 99% validation accuracy.")
 
 
 def study_section(study: StudyFolder) -> list[str]:
     summary = study.summary
     lines = [f"## {study.title}", "",
              "| task | setting | architecture | parameters | bucket | regimes | memorization step | grokking step "
-             "| median grokking step | drops val-only / joint |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| held | median grokking step | peak | drops val-only / joint | train drops |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary["rows"]:
-        regimes = "/".join(str(row[g.replace(" ", "_")]) for g in analysis.REGIMES)
+        regimes = "/".join(str(row[analysis.regime_key(g)]) for g in analysis.REGIMES)
         median = row.get("median_grok")
         drops = (f"{row['val_only_drops_after_grok']:.1f} / {row['joint_drops_after_grok']:.1f}"
                  if "joint_drops_after_grok" in row else "-")
         lines.append(f"| {row['task']} | {row['setting'] or '-'} | {row['architecture']} | {row['parameter_count']:,} "
                      f"| {row['bucket']} | {regimes} | {event_cell(row, 'memorize')} | {event_cell(row, 'grok')} "
-                     f"| {'-' if median is None else f'{median:.0f}'} | {drops} |")
+                     f"| {event_cell(row, 'grok_held')} | {'-' if median is None else f'{median:.0f}'} "
+                     f"| {mean_cell(row, 'peak_val_acc', 3)} | {drops} | {mean_cell(row, 'train_drops_per_1k_steps', 2)} |")
     comparisons = summary["comparisons"]
     if comparisons:
-        events = [e for e in analysis.EVENTS if any(c["event"] == e for c in comparisons)]
+        events = [e for e in {**analysis.EVENTS, **analysis.MEASURES} if any(c["event"] == e for c in comparisons)]
+        labels = {**{e: label for e, (_, label, _) in analysis.EVENTS.items()},
+                  **{m: label for m, (_, label) in analysis.MEASURES.items()}}
         lines += ["", COMPARISONS, "",
-                  "| comparison | runs | " + " | ".join(analysis.EVENTS[e][1] for e in events) + " | threshold-sensitive |",
+                  "| comparison | runs | " + " | ".join(labels[e] for e in events) + " | threshold-sensitive |",
                   "|---|---|" + "---|" * (len(events) + 1)]
         found = {(c["family"], c["a"], c["b"], c["scope"], c["event"]): c for c in comparisons}
         for key in dict.fromkeys((c["family"], c["a"], c["b"], c["scope"]) for c in comparisons):

@@ -10,10 +10,14 @@ follow a study's way from the command line to a finished folder:
     forwards   one parameter store per group, and the forwards that read it
     training   a group's data on the device, training and full-split evaluation
     proof      the float64 check that picks each group's forward
-    progress   what a study costs, and progress with the time left
-    results    per-run records and final_info.json; the checks of the science's outputs
+    costs      what a study costs: FLOPs, and the time on a 2-core CPU
+    text       counts and durations in words
+    progress   progress with the time left, and the time guard
+    results    per-run records, final_info.json and every other output, built; the checks of the
+               science's outputs
     files      atomic writes, plain JSON, the hashes and git commit of the code
-    folder     the study's folder: identity, resume, saved groups and models, the outputs
+    folder     the study's folder: identity, resume, saved groups and models, writing the outputs
+    device     the device: which one, its name, its settings for training
     backends   where groups train: here, one after another, or as Ray tasks
     query      a saved run answers equations
     template   --make_template: a folder for the AI-Scientist harness
@@ -22,7 +26,7 @@ follow a study's way from the command line to a finished folder:
 """
 
 from .cli import main
-from .plan import architectures
+from .plan import architectures, axis_values
 from .science import Science, UsageError
 
-__all__ = ["Science", "UsageError", "architectures", "main"]
+__all__ = ["Science", "UsageError", "architectures", "axis_values", "main"]

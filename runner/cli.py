@@ -13,16 +13,17 @@ import traceback
 
 import torch
 
-from .backends import resolve_device
+from .device import resolve_device
 from .folder import GROUPS_DIR, RunFolder, study_identity
 from .options import PRESET_ENV, Options
 from .plan import Study, check_zip_axes, field_types, format_value, parse_value
-from .progress import TimeLimitExceeded, plural
+from .progress import TimeLimitExceeded
 from .query import run_query
 from .results import check_evaluation_steps, check_headline
 from .science import Science, UsageError
 from .study import run_study
 from .template import make_template
+from .text import plural
 
 
 def split_arguments(argv: list[str]) -> tuple[dict[str, str], list[str]]:

@@ -13,15 +13,13 @@ import zipfile
 import numpy as np
 import torch
 
+from analysis import FORMAT_VERSION
+
 from .files import file_hash, write_json, write_npz
-from .options import Options
-from .plan import (Group, Member, Study, architectures, axis_values, changed_fields, member_from_json, member_json,
-                   settings, varied_axes)
-from .results import capacity_buckets, final_info, parameter_count, study_records
+from .plan import Group, Member, Study, member_from_json, member_json
+from .results import Outputs
 from .science import UsageError
 from .training import GroupResult
-
-FORMAT_VERSION = 1  # bumped when the layout of the output files changes
 MODELS_FORMAT = 2  # saved models: the plain model's parameters by name (1: an older layout)
 GROUPS_DIR = "groups"  # one file per finished group, for resuming
 MODELS_DIR = "models"  # one file per group with its members' final weights (--save_models=1)
@@ -185,36 +183,11 @@ class RunFolder:
 
     # --- the outputs -------------------------------------------------------------------
 
-    def write_outputs(self, study: Study, results: list[GroupResult], options: Options, provenance: dict) -> dict:
+    def write_outputs(self, outputs: Outputs) -> None:
         """Every output file of a finished study; final_info.json last, so its presence means done."""
-        science, c = study.science, study.c
-        archs = architectures(c)
-        first = Member(c.tasks[0], 0, settings(c)[0])  # buckets and architecture sizes: on the first run
-        counts = {a.name: parameter_count(science, a, study.table(first), study.config(first)) for a in archs}
-        buckets = capacity_buckets(counts)
-        records = study_records(study, results, buckets)
-        # Groups may record different curves (a 1-layer model has no block1_attn_norm): NaN where a group has none.
-        names = dict.fromkeys(name for r in results for name in r.curves)
-        missing = lambda r: np.full((len(r.members), len(r.steps)), np.nan)
-        write_npz(self.file("curves.npz"), step=results[0].steps,
-                  **{name: np.concatenate([r.curves.get(name, missing(r)) for r in results]) for name in names})
-        write_json(self.file("runs.json"), records)
-        by_task = lambda a: {t: parameter_count(science, a, study.tables[t, first.setting], study.config(first))
-                             for t in c.tasks}
-        write_json(self.file("architectures.json"), [{
-            "name": a.name, "layers": a.layers, "d_model": a.d_model, "heads": a.heads,
-            "aspect_ratio": a.d_model / a.layers, "bucket": buckets[a.name], "parameter_count": counts[a.name],
-            "parameter_count_by_task": by_task(a)} for a in archs])
-        write_json(self.file("config.json"), {
-            "format_version": FORMAT_VERSION, "preset": options.preset, "overrides": options.overrides,
-            "varied": changed_fields(c),
-            "axes": {name: list(axis_values(c, name)) for name in varied_axes(c)},  # beyond the architecture
-            "config": dataclasses.asdict(c),
-        })
-        write_json(self.file("provenance.json"), provenance)
-        info = final_info(records, science.headline_metrics, plain=len(archs) == 1 and not varied_axes(c))
-        write_json(self.file("final_info.json"), info)
-        return info
+        write_npz(self.file("curves.npz"), **outputs.curves)
+        for name, content in outputs.json_files.items():
+            write_json(self.file(name), content)
 
 
 def config_difference(saved: dict, now: dict) -> str:

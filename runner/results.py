@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from analysis import mean_stderr
+from analysis import FORMAT_VERSION, mean_stderr
 
-from .plan import Architecture, Member, Study, architectures, settings, setting_tag, varied_axes
-from .progress import plural
+from .plan import (Architecture, Member, Study, architectures, axis_values, changed_fields, settings, setting_tag,
+                   varied_axes)
 from .science import Science, UsageError
+from .text import plural
 from .training import GroupResult, curve_name
 
 
@@ -34,6 +37,45 @@ def capacity_buckets(counts: dict[str, int]) -> dict[str, str]:
         return {name: "all" for name in logs}
     width = (high - low) / len(BUCKETS)
     return {name: BUCKETS[min(int((v - low) / width), len(BUCKETS) - 1)] for name, v in logs.items()}
+
+
+@dataclass
+class Outputs:
+    """What a finished study writes (RunFolder.write_outputs), all of it built before a file is written."""
+
+    curves: dict[str, np.ndarray]  # curves.npz: "step" and each curve, (runs, evals), rows in runs.json order
+    json_files: dict[str, object]  # file name -> content, in writing order: final_info.json last
+
+
+def study_outputs(study: Study, results: list[GroupResult], preset: str | None, overrides: dict,
+                  provenance: dict) -> Outputs:
+    """runs.json, curves.npz, architectures.json, config.json, provenance.json and final_info.json
+    of a finished study. Capacity buckets and architecture sizes are counted on the first run."""
+    science, c = study.science, study.c
+    archs = architectures(c)
+    first = Member(c.tasks[0], 0, settings(c)[0])
+    counts = {a.name: parameter_count(science, a, study.table(first), study.config(first)) for a in archs}
+    buckets = capacity_buckets(counts)
+    records = study_records(study, results, buckets)
+    # Groups may record different curves (a 1-layer model has no block1_attn_norm): NaN where a group has none.
+    names = dict.fromkeys(name for r in results for name in r.curves)
+    missing = lambda r: np.full((len(r.members), len(r.steps)), np.nan)  # noqa: E731
+    curves = {"step": results[0].steps,
+              **{name: np.concatenate([r.curves.get(name, missing(r)) for r in results]) for name in names}}
+    by_task = lambda a: {t: parameter_count(science, a, study.tables[t, first.setting], study.config(first))  # noqa: E731
+                         for t in c.tasks}
+    return Outputs(curves, {
+        "runs.json": records,
+        "architectures.json": [{"name": a.name, "layers": a.layers, "d_model": a.d_model, "heads": a.heads,
+                                "aspect_ratio": a.d_model / a.layers, "bucket": buckets[a.name],
+                                "parameter_count": counts[a.name], "parameter_count_by_task": by_task(a)} for a in archs],
+        "config.json": {"format_version": FORMAT_VERSION, "preset": preset, "overrides": overrides,
+                        "varied": changed_fields(c),
+                        "axes": {name: list(axis_values(c, name)) for name in varied_axes(c)},  # beyond the architecture
+                        "config": dataclasses.asdict(c)},
+        "provenance.json": provenance,
+        "final_info.json": final_info(records, science.headline_metrics, plain=len(archs) == 1 and not varied_axes(c)),
+    })
 
 
 def study_records(study: Study, results: list[GroupResult], buckets: dict) -> list[dict]:

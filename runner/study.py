@@ -12,14 +12,17 @@ import sys
 import numpy as np
 import torch
 
-from .backends import Finished, configure_backend, device_name, train_groups_local, train_groups_ray
+from .backends import Finished, train_groups_local, train_groups_ray
+from .costs import CPU_WARNING_S, cpu_seconds, study_costs
+from .device import configure_backend, device_name
 from .files import MACHINERY_FILES, file_hash, git_state
 from .folder import GROUPS_DIR, RunFolder
 from .options import Options
 from .plan import Group, Study, architectures, axis_values, changed_fields, format_value, varied_axes
-from .progress import CPU_WARNING_S, Progress, cpu_seconds, plural, span, study_costs
+from .progress import Progress
 from .proof import choose_forwards
-from .results import HARNESS_MESSAGE_LIMIT, group_summary, results_message
+from .results import HARNESS_MESSAGE_LIMIT, group_summary, results_message, study_outputs
+from .text import plural, span
 from .training import GroupResult
 
 
@@ -53,7 +56,9 @@ def run_study(study: Study, folder: RunFolder, options: Options, device: torch.d
         "device": str(device) if options.backend == "local" else "per group (Ray workers)",
         "device_name": device_name(device), **code,
     }
-    message = len(results_message(folder.write_outputs(study, results, options, provenance)))
+    outputs = study_outputs(study, results, options.preset, options.overrides, provenance)
+    folder.write_outputs(outputs)
+    message = len(results_message(outputs.json_files["final_info.json"]))
     print(f"wrote {folder.path}/final_info.json ({plural(len(study_runs(groups)), 'run')}) in "
           f"{provenance['wall_time_s']:.0f} s", flush=True)
     if message > HARNESS_MESSAGE_LIMIT:

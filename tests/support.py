@@ -3,10 +3,13 @@ plain training loop of one run that the batched training is proven against."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -45,14 +48,24 @@ def start_script(args: list[str], cwd: str = ROOT, env: dict | None = None) -> s
                             env=env or clean_environment())
 
 
-def main_in_process(science, argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    """experiment.py's command line in this process: the main() the script calls, without the
-    project's environment variables. Returns (exit code, stdout, stderr)."""
-    for name in [k for k in os.environ if k.startswith("GROKKING_")]:
-        monkeypatch.delenv(name)
-    code = runner.main(science, argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+def main_in_process(science, argv: list[str], **environ) -> tuple[int, str, str]:
+    """experiment.py's command line in this process, without the cost of a new one: the main() the
+    script calls, in this process's environment without the project's own variables (plus
+    `environ`), its signal handlers put back afterwards. Returns (exit code, stdout, stderr)."""
+    saved_environ = dict(os.environ)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(clean_environment(**environ))
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = runner.main(science, argv)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_environ)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    return code, out.getvalue(), err.getvalue()
 
 
 def assert_one_error_line(stderr: str, message: str) -> None:

@@ -52,9 +52,50 @@ def test_the_median_and_the_reached_curve():
 
 def test_regimes():
     assert analysis.regime(record(grok=900)) == "groks"
-    assert analysis.regime(record(grok=None)) == "memorizes only"
-    assert analysis.regime(record(grok=None, memorize=None)) == "fails to fit"
+    assert analysis.regime(record(grok=None, peak_val_acc=0.5)) == "memorizes only"
+    assert analysis.regime(record(grok=None, peak_val_acc=0.95)) == "near-grokking"  # past 90%, never 99%
+    assert analysis.regime(record(grok=None, peak_val_acc=0.9)) == "memorizes only"  # "past" is strictly above
+    assert analysis.regime(record(grok=None)) == "memorizes only"  # a study made before the peak was recorded
+    assert analysis.regime(record(grok=None, memorize=None, peak_val_acc=0.95)) == "fails to fit"
     assert analysis.regime(record(grok=None, diverged=1)) == "diverged"
+
+
+def test_the_cluster_test_counts_each_task_and_seed_once():
+    """Four clusters (task, seed) of five pairs each, a first in all 20: the pair-level sign test
+    says p = 2 * 0.5^20, but the clusters are four observations: the sign-flip test of their scores
+    (+5 each) finds the observed sum 20 in 2 of the 2^4 sign patterns (all +, all -): p = 1/8."""
+    clusters = [(task, seed) for task in ("x_div_y", "x_minus_y") for seed in (0, 1) for _ in range(5)]
+    differences = -np.ones(20)
+    assert analysis.sign_test(differences)["p"] == pytest.approx(2 * 0.5 ** 20)
+    c = analysis.cluster_test(clusters, differences)
+    assert (c["clusters"], c["cluster_wins"], c["cluster_losses"], c["cluster_ties"]) == (4, 4, 0, 0)
+    assert c["cluster_p"] == pytest.approx(1 / 8)
+    # One pair per cluster: the cluster test is the sign test. 11-1 of 12: |2B - 12| >= 10 for B in
+    # {0, 1, 11, 12}: (1 + 12 + 12 + 1) / 4096 of the sign patterns.
+    single = [(f"task{k}", 0) for k in range(12)]
+    differences = np.array([-1.0] * 11 + [1.0])
+    assert analysis.cluster_test(single, differences)["cluster_p"] == pytest.approx(26 / 4096)
+    assert analysis.sign_test(differences)["p"] == pytest.approx(26 / 4096)
+    # Clusters whose pairs cancel are ties, and with no cluster left the test has nothing to say.
+    tied = analysis.cluster_test([("t", 0), ("t", 0)], np.array([-3.0, 2.0]))
+    assert (tied["cluster_ties"], tied["cluster_p"]) == (1, 1.0)
+    assert analysis.cluster_test([("t", 0), ("t", 1)], np.array([-3.0, 0.0]))["cluster_p"] == 1.0  # one cluster decides
+
+
+def test_pooled_pairs_of_one_split_count_as_one_cluster():
+    """Depth at three widths: the three pairs of a (task, seed) share split and batches. 1 layer
+    first in all 3 pairs of 4 seeds, in none of 2 others: pairs 12-6 (p = 0.24), clusters 4-2."""
+    records = []
+    for seed, d_model in itertools.product(range(6), (32, 64, 128)):
+        first = seed < 4
+        records.append(record(layers=1, d_model=d_model, seed=seed, grok=1000 if first else 1500))
+        records.append(record(layers=4, d_model=d_model, seed=seed, grok=1500 if first else 1000))
+    c = next(c for c in analysis.compare_architectures(records, architectures(records), BUDGET)
+             if (c["family"], c["event"], c["scope"]) == ("depth", "step_val_acc_99", "all"))
+    assert (c["pairs"], c["wins"], c["losses"], c["clusters"], c["cluster_wins"], c["cluster_losses"]) == (18, 12, 6, 6, 4, 2)
+    assert c["p"] == pytest.approx(stats.binomtest(12, 18).pvalue)
+    assert c["cluster_p"] == pytest.approx(44 / 64)  # sums of +-3 over 6 clusters with |sum| >= 6: 1 - 20/64
+    assert c["cluster_q"] >= c["cluster_p"]
 
 
 def test_the_sign_test_counts_ties_apart():

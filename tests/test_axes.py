@@ -250,8 +250,8 @@ QUERY_ERRORS = [
 
 
 @pytest.mark.parametrize("args, message", QUERY_ERRORS, ids=[" ".join(a) for a, _ in QUERY_ERRORS])
-def test_bad_queries_are_one_line(saved_run, monkeypatch, capsys, args, message):
-    code, stdout, stderr = main_in_process(SCIENCE, [f"--query={saved_run}", *args], monkeypatch, capsys)
+def test_bad_queries_are_one_line(saved_run, args, message):
+    code, stdout, stderr = main_in_process(SCIENCE, [f"--query={saved_run}", *args])
     assert code == 2 and stdout == ""
     assert_one_error_line(stderr, message)
 

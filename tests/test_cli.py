@@ -14,7 +14,8 @@ from runner.cli import resolve
 from runner.folder import GROUPS_DIR, OUTPUT_FILES, STUDY_FILE
 from runner.options import Options
 from runner.plan import Architecture, Study, architectures
-from runner.progress import Progress, cpu_seconds, study_costs
+from runner.costs import cpu_seconds, study_costs
+from runner.progress import Progress
 from support import ROOT, assert_one_error_line, clean_environment, main_in_process, run_script
 
 SCIENCE = ex.science()
@@ -75,9 +76,9 @@ def with_out_dir(args, out):
 
 
 @pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, args, message):
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "run_x"
-    code, stdout, stderr = main_in_process(SCIENCE, with_out_dir(args, out), monkeypatch, capsys)
+    code, stdout, stderr = main_in_process(SCIENCE, with_out_dir(args, out))
     assert code == 2 and stdout == ""
     assert_one_error_line(stderr, message)
     assert not out.exists()
@@ -172,18 +173,16 @@ def test_single_architecture_study_is_a_drop_in_baseline(tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_preset_end_to_end(tmp_path):
-    """The real script, the smoke preset chosen the harness's way: only --out_dir on the line."""
-    out = tmp_path / "run_1"
-    result = run([f"--out_dir={out}"], env={"GROKKING_PRESET": "smoke"})
-    assert result.returncode == 0, result.stderr
+def test_a_study_end_to_end(smoke_template):
+    """The real script run as the harness runs it, only --out_dir on the line, in a template folder
+    whose Config is the smoke preset (conftest.py): every output file, its shape and contents."""
+    folder, result = smoke_template
+    out = folder / "run_0"
     assert sorted(os.listdir(out)) == sorted(OUTPUT_FILES + (STUDY_FILE, GROUPS_DIR))
     config = json.loads((out / "config.json").read_text())
-    assert config["preset"] == "smoke" and config["config"]["dims"] == [32]
+    assert config["preset"] is None and config["config"]["dims"] == [32]
     assert config["config"]["prime"] == 23 and config["config"]["num_steps"] == 300
-    assert set(config["varied"]) == {"layers", "dims", "heads", "seeds", "num_steps", "prime", "perm_k"}
-    assert ("config: Config's defaults but layers=1,2 dims=32 heads=4 seeds=2 num_steps=300 prime=23 perm_k=4 "
-            "(from preset smoke)\n") in result.stdout  # where each value comes from, before training
+    assert config["varied"] == [] and "config:" not in result.stdout  # the template's Config is the study
     archs = json.loads((out / "architectures.json").read_text())
     assert [a["name"] for a in archs] == ["L1_D32_H4", "L2_D32_H4"]
     assert [a["bucket"] for a in archs] == ["small", "large"]
@@ -209,6 +208,7 @@ def test_smoke_preset_end_to_end(tmp_path):
         assert r["final_val_loss"] == pytest.approx(loss)
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["torch"] == ex.torch.__version__ and len(provenance["source_sha256"]) == 64
+    assert provenance["command"] == ["experiment.py", "--out_dir=run_0"]
     assert len(provenance["runner_sha256"]) == 64
     groups = ["L1_D32_H4_mod23", "L1_D32_H4_S4", "L2_D32_H4_mod23", "L2_D32_H4_S4"]
     assert [g["group"] for g in provenance["groups"]] == groups
@@ -251,24 +251,26 @@ def test_the_cost_model_gives_the_times_the_readme_states():
     assert cpu_minutes([]) > 2 * 24 * 60
 
 
-def test_preset_values_the_command_line_sets_back_to_the_defaults_are_named(tmp_path, monkeypatch, capsys):
-    """The demo preset's lr and weight decay set back to Config's on the command line: the config
-    line lists only fields that differ from the defaults, so a second line says these came from
-    the command line and are not the preset's (a reader would otherwise assume lr 2e-3)."""
-    code, stdout, _ = main_in_process(SCIENCE, [f"--out_dir={tmp_path / 'run'}", "--preset=demo", "--layers=1",
-                                                "--dims=16", "--heads=2", "--num_steps=20", "--eval_every=10",
-                                                "--prime=11", "--batch_size=32", "--lr=0.001", "--weight_decay=0.5",
-                                                "--device=cpu"], monkeypatch, capsys)
+def test_where_each_value_comes_from_is_said_before_training(tmp_path):
+    """The demo preset chosen the harness's way (GROKKING_PRESET, only --out_dir and overrides on
+    the line): the config line names the fields that differ from Config's defaults and where they
+    came from; the preset's lr and weight decay set back to Config's on the command line get a
+    second line, saying they are not the preset's (a reader would otherwise assume lr 2e-3)."""
+    args = [f"--out_dir={tmp_path / 'run'}", "--layers=1", "--dims=16", "--heads=2", "--num_steps=20",
+            "--eval_every=10", "--prime=11", "--batch_size=32", "--lr=0.001", "--weight_decay=0.5", "--device=cpu"]
+    code, stdout, _ = main_in_process(SCIENCE, args, GROKKING_PRESET="demo")
     assert code == 0
+    assert ("config: Config's defaults but tasks=x_plus_y layers=1 dims=16 heads=2 seeds=2 num_steps=20 prime=11 "
+            "train_fraction=0.35 batch_size=32 (from preset demo and the command line)\n") in stdout, stdout
     assert ("config: lr=0.001 weight_decay=0.5 eval_every=10 from the command line: Config's defaults, "
             "not preset demo's\n") in stdout, stdout
 
 
-def test_a_study_too_long_for_the_cpu_is_announced(tmp_path, monkeypatch, capsys):
+def test_a_study_too_long_for_the_cpu_is_announced(tmp_path):
     """Past --time_limit by the cost model: a warning before training. This study trains in far
     less than the 10 s the time guard needs before it judges, so it runs to its end."""
     code, stdout, _ = main_in_process(SCIENCE, [f"--out_dir={tmp_path / 'run'}", *TINY, "--device=cpu",
-                                                "--time_limit=0.01"], monkeypatch, capsys)
+                                                "--time_limit=0.01"])
     assert code == 0
     assert "warning: this study needs roughly 0 s on 2 CPU cores, past 0 s (--time_limit); use a GPU" in stdout
 

@@ -67,24 +67,12 @@ def test_the_template_files_are_there_and_well_formed():
         assert f"\\section{{{section}}}" in tex
 
 
-@pytest.fixture(scope="module")
-def made_template(tmp_path_factory):
-    """A template folder made by the README's command (the smoke preset written into Config), its
-    baseline made by the bare command."""
-    made = tmp_path_factory.mktemp("templates") / "grokking_capacity"
-    result = run_script([f"--make_template={made}", "--preset=smoke"])
-    assert result.returncode == 0, result.stderr
-    code, prompt = run_experiment(made, 0, clean_environment())
-    assert code == 0, prompt
-    return made
-
-
 @pytest.fixture
-def template(made_template, tmp_path):
-    """The template copied as launch_scientist.py copies it for an idea, notes.txt replaced as the
-    harness replaces it."""
+def template(smoke_template, tmp_path):
+    """The smoke template with its run_0 (conftest.py), copied as launch_scientist.py copies it for
+    an idea, notes.txt replaced as the harness replaces it."""
     folder = tmp_path / "20260101_000000_idea"
-    shutil.copytree(made_template, folder)
+    shutil.copytree(smoke_template[0], folder)
     (folder / "notes.txt").write_text("# Title: an idea\n# Experiment description: a description\n## Run 0: Baseline\n")
     return folder
 

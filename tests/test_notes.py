@@ -1,6 +1,7 @@
 """run_0 is what this code computes; notes.txt states its numbers and those of the CPU studies
 exactly as their files hold them, and lists every figure."""
 
+import functools
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import pytest
 
 import experiment as ex
 import analysis
+from plotting.studies import load
 from plotting.tables import event_cell
 from analysis import mean_stderr
 from runner.cli import resolve
@@ -90,35 +92,41 @@ def test_every_figure_of_plot_py_is_described(notes):
 
 
 def capacity_table(runs: list[dict], architectures: list[dict], budget: int) -> str:
-    """A CPU study's table in notes.txt, from runs.json with analysis.py, its cells as summary.md
-    writes them: per architecture and task the regimes, restricted mean memorization and grokking
-    steps (k/n where not all got there) and the median grokking step."""
-    lines = [f"  {'architecture':<16}{'parameters':>10}  {'task':<10} {'g/m/f/d':<9}{'memorization':>19}"
-             f"{'grokking':>19}{'median':>8}"]
+    """A CPU study's table in notes.txt, from its runs with analysis.py, its cells as summary.md
+    writes them: per architecture and task the regimes, restricted mean memorization, grokking and
+    held-grokking steps (k/n where not all got there) and the median grokking step."""
+    lines = [f"  {'architecture':<16}{'parameters':>10}  {'task':<10} {'g/n/m/f/d':<11}{'memorization':>14}"
+             f"{'grokking':>19}{'held':>19}{'median':>7}"]
     for a in architectures:
         for task in dict.fromkeys(r["task"] for r in runs):
             row = analysis.summary_row([r for r in runs if (r["architecture"], r["task"]) == (a["name"], task)], budget)
-            cells = [event_cell(row, name) for name in ("memorize", "grok")]
-            regimes = "/".join(str(row[k]) for k in ("groks", "memorizes_only", "fails_to_fit", "diverged"))
+            cells = [event_cell(row, name) for name in ("memorize", "grok", "grok_held")]
+            regimes = "/".join(str(row[analysis.regime_key(g)]) for g in analysis.REGIMES)
             median = "-" if row["median_grok"] is None else f"{row['median_grok']:.0f}"
             shape = f"{a['layers']}x{a['d_model']}, {a['heads']} heads"
-            lines.append(f"  {shape:<16}{a['parameter_count']:>10,}  {task:<10} {regimes:<9}{cells[0]:>19}"
-                         f"{cells[1]:>19}{median:>8}")
+            lines.append(f"  {shape:<16}{a['parameter_count']:>10,}  {task:<10} {regimes:<11}{cells[0]:>14}"
+                         f"{cells[1]:>19}{cells[2]:>19}{median:>7}")
     return "\n".join(lines)
 
 
-# A paired comparison as notes.txt cites it: [family: a vs b, scope, event: wins-losses of pairs
-# pairs (ties tied, pairs with a run that never got there censored), p = p, q = q], e.g.
-# [depth: 1 layer vs 4 layers, all, grok: 20-3 of 24 pairs (1 tied, 2 censored), p = 0.0003, q = 0.002]
-# Opening with "studies/<name>: " it cites that study's test; with "studies/<name> at these
-# architectures: " the test on that study's runs of the citing study's architectures (no q).
+# A paired comparison as notes.txt and the README cite it: [family: a vs b, scope, event or measure:
+# wins-losses of pairs pairs (ties tied, pairs with a run that never got there censored, or for a
+# measure: pairs in which a run has none left out), p = p, q = q; clusters wins-losses of clusters,
+# p = p, q = q], e.g. [depth: 1 layer vs 4 layers, all, grok: 30-6 of 36 pairs (0 tied, 7 censored),
+# p = 7e-05, q = 0.00051; clusters 12-0 of 12, p = 0.00049, q = 0.0063]. Opening with
+# "studies/<name>: " it cites that study's test; with "studies/<name> at these architectures: " the
+# test on that study's runs of the citing study's architectures (no q).
+NAMES = {**{e: n for e, (n, _, _) in analysis.EVENTS.items()}, **{m: n for m, (n, _) in analysis.MEASURES.items()}}
 CITATION = re.compile(r"\[(?:studies/(\w+)( at these architectures)?: )?([a-z -]+): (.+?) vs (.+?), (.+?), "
-                      r"(memorize|val_50|val_90|grok): (\d+)-(\d+) of (\d+) pairs \((\d+) tied, (\d+) censored\), "
+                      r"(" + "|".join(NAMES.values()) + r"): (\d+)-(\d+) of (\d+) pairs \((\d+) tied, (\d+) "
+                      r"(?:censored|left out)\), p = ([\d.e-]+)(?:, q = ([\d.e-]+))?; clusters (\d+)-(\d+) of (\d+), "
                       r"p = ([\d.e-]+)(?:, q = ([\d.e-]+))?\]")
-# A paired test of a per-run value (analysis.paired_values), as notes.txt cites it:
-# [measure, family: a vs b, scope: wins-losses of pairs pairs (ties tied, left out left out), p = p]
+# A paired test of another per-run value (analysis.paired_values), as notes.txt cites it:
+# [measure, family: a vs b, scope: wins-losses of pairs pairs (ties tied, left out left out), p = p;
+# clusters wins-losses of clusters, p = p]
 VALUE_CITATION = re.compile(r"\[(\w+), ([a-z -]+): (.+?) vs (.+?), (.+?): (\d+)-(\d+) of (\d+) pairs "
-                            r"\((\d+) tied, (\d+) left out\), p = ([\d.e-]+)\]")
+                            r"\((\d+) tied, (\d+) left out\), p = ([\d.e-]+); clusters (\d+)-(\d+) of (\d+), "
+                            r"p = ([\d.e-]+)\]")
 
 
 def section(notes: str, heading: str) -> str:
@@ -133,53 +141,80 @@ CPU_STUDIES = [("capacity_cpu", "Capacity at CPU scale (studies/capacity_cpu)"),
                ("capacity_cpu_template_opt", "Capacity at CPU scale under the template's optimizer (studies/capacity_cpu_template_opt)")]
 
 
+@functools.cache
 def study_files(study: str) -> tuple[list[dict], list[dict], int]:
-    """A committed study's runs, architectures and budget (num_steps)."""
-    folder = os.path.join(ROOT, "studies", study)
-    with open(os.path.join(folder, "runs.json")) as f:
-        runs = json.load(f)
-    with open(os.path.join(folder, "architectures.json")) as f:
-        architectures = json.load(f)
-    with open(os.path.join(folder, "config.json")) as f:
-        budget = json.load(f)["config"]["num_steps"]
-    return runs, architectures, budget
+    """A committed study's runs (with the measures studies made before them get from their curves),
+    architectures and budget (num_steps), read as plot.py reads them."""
+    folder = load(os.path.join(ROOT, "studies", study))
+    return folder.records, folder.architectures, folder.budget
+
+
+@functools.cache
+def comparisons(study: str, architectures_of: str | None = None) -> list[dict]:
+    """Every paired comparison of a study, or of its runs of another study's architectures."""
+    runs, architectures, budget = study_files(study)
+    if architectures_of:
+        names = {arch["name"] for arch in study_files(architectures_of)[1]}
+        runs = [r for r in runs if r["architecture"] in names]
+        architectures = [arch for arch in architectures if arch["name"] in names]
+    return analysis.compare_architectures(runs, architectures, budget)
+
+
+def check_citations(text: str, study: str | None) -> int:
+    """Every paired test the text cites, recomputed from the runs by analysis.py: of `study` (None:
+    every citation names its study), of another study, of another study's runs of this study's
+    architectures, and of per-run values. Returns how many there are."""
+    runs, architectures, budget = study_files(study) if study else (None, None, None)
+    cited, values = CITATION.findall(text), VALUE_CITATION.findall(text)
+    assert len(cited) + len(values) == len(re.findall(r"\[[^\]]* pairs \(", text)), \
+        "a citation is in neither CITATION's nor VALUE_CITATION's form (every one names its clusters)"
+    for (other, subset, family, a, b, scope, event, wins, losses, pairs, ties, apart, p, q,
+         cluster_wins, cluster_losses, clusters, cluster_p, cluster_q) in cited:
+        assert other or study, "a citation outside a study's section names its study"
+        match = [c for c in comparisons(other or study, study if subset else None)
+                 if (c["family"], c["a"], c["b"], c["scope"], NAMES[c["event"]]) == (family, a, b, scope, event)]
+        assert len(match) == 1, (other, family, a, b, scope, event)
+        c = match[0]
+        assert (c["wins"], c["losses"], c["pairs"], c["ties"], c["censored"] if c["kind"] == "event" else c["left_out"],
+                c["cluster_wins"], c["cluster_losses"], c["clusters"]) == tuple(
+            map(int, (wins, losses, pairs, ties, apart, cluster_wins, cluster_losses, clusters))), c
+        assert f"{c['p']:.2g}" == p and f"{c['cluster_p']:.2g}" == cluster_p, (c, p, cluster_p)
+        if subset:
+            assert q == cluster_q == "", "a test on a subset of runs has no q"
+        else:
+            assert (f"{c['q']:.2g}", f"{c['cluster_q']:.2g}") == (q, cluster_q), (c, q, cluster_q)
+    within = dict(analysis.scopes(runs)) if runs else {}
+    families = {(f["family"], f["a"], f["b"]): f for f in analysis.comparison_families(architectures or [])}
+    for key, family, a, b, scope, wins, losses, pairs, ties, left_out, p, cluster_wins, cluster_losses, clusters, \
+            cluster_p in values:
+        f = families[family, a, b]
+        c = analysis.paired_values([r for r in runs if within[scope](r)], key, f["is_a"], f["is_b"], f["pair_key"])
+        assert (c["wins"], c["losses"], c["pairs"], c["ties"], c["left_out"], f"{c['p']:.2g}", c["cluster_wins"],
+                c["cluster_losses"], c["clusters"], f"{c['cluster_p']:.2g}") == (
+            *map(int, (wins, losses, pairs, ties, left_out)), p, *map(int, (cluster_wins, cluster_losses, clusters)),
+            cluster_p), (key, family, c)
+    return len(cited) + len(values)
 
 
 @pytest.mark.parametrize("study, heading", CPU_STUDIES)
 def test_a_cpu_study_in_notes_is_what_its_files_hold(notes, study, heading):
     """Every number the study's section of notes.txt gives: the table, the counts of runs, and
-    every paired test it cites (of this study, of another, of another's runs of this study's
-    architectures, and of per-run values), recomputed from runs.json by analysis.py."""
+    every paired test it cites, recomputed from its runs by analysis.py."""
     text = section(notes, heading)
     runs, architectures, budget = study_files(study)
     assert capacity_table(runs, architectures, budget) in text
     assert f"Grokked: {sum(r['grokked'] for r in runs)} of {len(runs)} runs" in text
     assert f"memorized: {sum(r['memorized'] for r in runs)} of {len(runs)}" in text
-    short = {event: name for event, (name, _, _) in analysis.EVENTS.items()}
-    cited, values = CITATION.findall(text), VALUE_CITATION.findall(text)
-    assert len(cited) >= 4, "the reading cites its paired tests"
-    assert len(cited) + len(values) == len(re.findall(r"\[[^\]]* pairs \(", text)), \
-        "a citation in notes.txt is in neither CITATION's nor VALUE_CITATION's form"
-    for other, subset, family, a, b, scope, event, wins, losses, pairs, ties, censored, p, q in cited:
-        other_runs, other_architectures, other_budget = study_files(other) if other else (runs, architectures, budget)
-        if subset:
-            names = {arch["name"] for arch in architectures}
-            other_runs = [r for r in other_runs if r["architecture"] in names]
-            other_architectures = [arch for arch in other_architectures if arch["name"] in names]
-        match = [c for c in analysis.compare_architectures(other_runs, other_architectures, other_budget)
-                 if (c["family"], c["a"], c["b"], c["scope"], short[c["event"]]) == (family, a, b, scope, event)]
-        assert len(match) == 1, (other, family, a, b, scope, event)
-        c = match[0]
-        assert (c["wins"], c["losses"], c["pairs"], c["ties"], c["censored"]) == tuple(
-            map(int, (wins, losses, pairs, ties, censored))), c
-        assert f"{c['p']:.2g}" == p and (q == "" if subset else f"{c['q']:.2g}" == q), (c, p, q)
-    within = dict(analysis.scopes(runs))
-    families = {(f["family"], f["a"], f["b"]): f for f in analysis.comparison_families(architectures)}
-    for key, family, a, b, scope, wins, losses, pairs, ties, left_out, p in values:
-        f = families[family, a, b]
-        c = analysis.paired_values([r for r in runs if within[scope](r)], key, f["is_a"], f["is_b"], f["pair_key"])
-        assert (c["wins"], c["losses"], c["pairs"], c["ties"], c["left_out"], f"{c['p']:.2g}") == (
-            *map(int, (wins, losses, pairs, ties, left_out)), p), (key, family, c)
+    assert f"grokking that holds: {sum(r['grokked_held'] for r in runs)} of {len(runs)}" in text
+    assert check_citations(text, study) >= 4, "the reading cites its paired tests"
+
+
+def test_the_readmes_findings_are_what_the_studies_hold():
+    """The README's table of findings: every test it cites names its study and is recomputed."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    findings = readme[readme.index("## Findings"):readme.index("\n## ", readme.index("## Findings") + 1)]
+    assert check_citations(findings, None) >= 6
 
 
 def test_the_demo_numbers_in_notes_are_what_its_files_hold(notes):
