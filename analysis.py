@@ -247,27 +247,33 @@ def cluster(record: dict) -> tuple:
     return record["task"], record["seed"]
 
 
-CLUSTER_RESAMPLES = 2 ** 16  # sign flips: exact up to 16 clusters, a seeded random sample beyond
-
-
 def cluster_test(clusters: list[tuple], differences: np.ndarray) -> dict:
     """The paired comparison counted per cluster: each cluster's score is its pairs' wins - losses
     (a win: a's difference < 0); clusters with a positive score are cluster_wins, negative
-    cluster_losses, zero cluster_ties; cluster_p is the two-sided sign-flip permutation test of
-    the sum of the scores (under no difference every cluster's score is as likely negated;
-    scipy.stats.permutation_test, exact up to 16 clusters with a nonzero score)."""
+    cluster_losses, zero cluster_ties; cluster_p is the exact two-sided sign-flip test of the sum
+    of the scores (sign_flip_p)."""
     scores: dict[tuple, int] = {}
     for c, d in zip(clusters, differences):
         scores[c] = scores.get(c, 0) + int(d < 0) - int(d > 0)
-    values = np.array(list(scores.values()), dtype=float)
-    nonzero = values[values != 0]
-    p = 1.0  # with one cluster (or none) of nonzero score, both of its signs are as extreme
-    if len(nonzero) > 1:
-        p = stats.permutation_test((nonzero,), lambda x, axis: np.sum(x, axis=axis), permutation_type="samples",
-                                   n_resamples=CLUSTER_RESAMPLES, alternative="two-sided",
-                                   rng=np.random.default_rng(0)).pvalue
+    values = np.array(list(scores.values()), dtype=int)
     return {"clusters": len(values), "cluster_wins": int((values > 0).sum()), "cluster_losses": int((values < 0).sum()),
-            "cluster_ties": int((values == 0).sum()), "cluster_p": float(min(p, 1.0))}
+            "cluster_ties": int((values == 0).sum()), "cluster_p": sign_flip_p(values)}
+
+
+def sign_flip_p(scores: np.ndarray) -> float:
+    """Two-sided p of the sum of integer scores when, under no difference, each score is as likely
+    negated: the share of the 2^n sign patterns whose sum is at least as far from 0 as the one
+    observed. Exact for any n: the distribution of the sum is built score by score (a convolution
+    of two-point distributions), where enumerating the patterns, as scipy.stats.permutation_test
+    does (the test checks the two agree), takes 2^n steps (a 540-run study has 20 clusters)."""
+    scores = np.asarray(scores, dtype=int)
+    total = int(np.abs(scores).sum())
+    distribution = np.zeros(2 * total + 1)  # index: sum + total
+    distribution[total] = 1.0
+    for score in np.abs(scores):  # the support stays within +-total: no wrap-around
+        distribution = 0.5 * (np.roll(distribution, score) + np.roll(distribution, -score))
+    sums = np.arange(-total, total + 1)
+    return float(min(distribution[np.abs(sums) >= abs(int(scores.sum()))].sum(), 1.0))
 
 
 def pair_differences(records: list[dict], event: str, budget: int, is_a: Callable, is_b: Callable,
@@ -330,17 +336,38 @@ def paired_values(records: list[dict], key: str, is_a: Callable, is_b: Callable,
             **cluster_test(pair_clusters(records, pair_key, both), differences)}
 
 
+def interaction(records: list[dict], event: str, budget: int, family: dict, setting_a: str, setting_b: str) -> dict:
+    """Whether a comparison's difference changes between two settings of the other axes: for each
+    pair of the family (a run of a and one of b) at setting_a and the same pair (task, seed, other
+    dimensions) at setting_b, the change (step of a - step of b at setting_a) - (the same at
+    setting_b), steps capped at the budget. "wins": a is further ahead (or less behind) at
+    setting_a; the sign test over these pairs, the cluster test over their (task, seed), and the
+    pairs holding a run that never got there (censored: the change is then a bound)."""
+    found = {}
+    for setting in (setting_a, setting_b):
+        chosen = [r for r in records if r["setting"] == setting]
+        key = lambda r: family["pair_key"]({**r, "setting": ""})  # noqa: E731  (the pair, whatever its setting)
+        found[setting] = {k: (d, bound) for k, d, bound in pair_differences(chosen, event, budget, family["is_a"],
+                                                                              family["is_b"], key)}
+        clusters = {key(r): cluster(r) for r in chosen}
+    both = sorted(set(found[setting_a]) & set(found[setting_b]), key=repr)
+    changes = np.array([found[setting_a][k][0] - found[setting_b][k][0] for k in both])
+    censored = sum(found[setting_a][k][1] or found[setting_b][k][1] for k in both)
+    return {**sign_test(changes), "censored": censored, **cluster_test([clusters[k] for k in both], changes)}
+
+
 def pair_clusters(records: list[dict], pair_key: Callable, keys: list) -> list[tuple]:
     """The cluster of each pair (by its key): the cluster its runs share."""
     of = {pair_key(r): cluster(r) for r in records}
     return [of[k] for k in keys]
 
 
-def comparison_families(architectures: list[dict]) -> list[dict]:
-    """The architecture comparisons a grid holds, each as (family, a, b, is_a, is_b, pair_key):
-    depth at equal width and heads; width at equal depth and heads; heads at equal width; heads
-    at equal head size (width grows with heads); deep-narrow against wide-shallow at matched
-    parameter count (within MATCH_RATIO, equal heads)."""
+def comparison_families(architectures: list[dict], settings: list[str] = ()) -> list[dict]:
+    """The comparisons a grid holds, each as (family, a, b, is_a, is_b, pair_key): depth at equal
+    width and heads; width at equal depth and heads; heads at equal width; heads at equal head size
+    (width grows with heads); deep-narrow against wide-shallow at matched parameter count (within
+    MATCH_RATIO, equal heads); and, where a study varied other axes (lr, weight decay, ...), each
+    two of its settings, one architecture at a time."""
     values = lambda key: sorted({a[key] for a in architectures})
     common = lambda r: (r["task"], r["setting"], r["seed"])
     families = []
@@ -365,6 +392,9 @@ def comparison_families(architectures: list[dict]) -> list[dict]:
                          lambda r, d=deep: (r["layers"], r["d_model"]) == (d["layers"], d["d_model"]),
                          lambda r, w=wide: (r["layers"], r["d_model"]) == (w["layers"], w["d_model"]),
                          lambda r: (*common(r), r["heads"])))
+    for x, y in itertools.combinations(settings, 2):
+        families.append(("setting", x, y, lambda r, x=x: r["setting"] == x, lambda r, y=y: r["setting"] == y,
+                         lambda r: (r["task"], r["seed"], r["architecture"])))
     names = ("family", "a", "b", "is_a", "is_b", "pair_key")
     return [dict(zip(names, f)) for f in families]
 
@@ -383,15 +413,24 @@ def matched_pairs(architectures: list[dict]) -> list[tuple[dict, dict]]:
 
 
 def scopes(records: list[dict]) -> list[tuple[str, Callable]]:
-    """All runs pooled, then each task and each setting of the other varied axes alone."""
+    """All runs pooled, then each task and each setting of the other varied axes alone, and where
+    settings vary among several architectures, each architecture alone (for the settings family)."""
     tasks = list(dict.fromkeys(r["task"] for r in records))
     settings = list(dict.fromkeys(r["setting"] for r in records))
+    archs = list(dict.fromkeys(r["architecture"] for r in records))
     out = [("all", lambda r: True)]
     if len(tasks) > 1:
         out += [(f"task {t}", lambda r, t=t: r["task"] == t) for t in tasks]
     if len(settings) > 1:
         out += [(f"setting {s}", lambda r, s=s: r["setting"] == s) for s in settings]
+        if len(archs) > 1:
+            out += [(f"architecture {a}", lambda r, a=a: r["architecture"] == a) for a in archs]
     return out
+
+
+def settings_of(records: list[dict]) -> list[str]:
+    """The settings of the other varied axes, in the order of the runs."""
+    return list(dict.fromkeys(r["setting"] for r in records))
 
 
 def compare_architectures(records: list[dict], architectures: list[dict], budget: int) -> list[dict]:
@@ -402,7 +441,8 @@ def compare_architectures(records: list[dict], architectures: list[dict], budget
     threshold_sensitive when their direction (which side wins more pairs) or their significance
     (q < SIGNIFICANCE) is not the same at every threshold."""
     out, by_thresholds = [], []
-    for family in comparison_families(architectures):
+    settings = settings_of(records)
+    for family in comparison_families(architectures, settings if len(settings) > 1 else ()):
         for scope, within in scopes(records):
             chosen = [r for r in records if within(r)]
             found = {}

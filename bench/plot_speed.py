@@ -24,9 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import experiment as ex  # noqa: E402
 from runner.folder import RunFolder, study_identity  # noqa: E402
-from runner.options import Options  # noqa: E402
 from runner.plan import Study  # noqa: E402
-from runner.results import parameter_count  # noqa: E402
+from runner.results import parameter_count, study_outputs  # noqa: E402
 from runner.training import GroupResult  # noqa: E402
 
 
@@ -52,7 +51,7 @@ def synthetic_study(source: str, out: str, seed: int) -> None:
         stacked = {name: np.stack([curves[name][row][index] for row in rows]) for name in curves if name != "step"}
         results.append(GroupResult(group, steps, stacked, wall_time_s=0.0, eval_time_s=0.0))
     os.makedirs(out, exist_ok=True)
-    RunFolder(out, study_identity(study)).write_outputs(study, results, Options(out_dir=out), {"synthetic": True})
+    RunFolder(out, study_identity(study)).write_outputs(study_outputs(study, results, None, {}, {"synthetic": True}))
 
 
 def main() -> int:

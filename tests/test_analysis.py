@@ -82,6 +82,40 @@ def test_the_cluster_test_counts_each_task_and_seed_once():
     assert analysis.cluster_test([("t", 0), ("t", 1)], np.array([-3.0, 0.0]))["cluster_p"] == 1.0  # one cluster decides
 
 
+def test_the_sign_flip_p_is_scipys_exact_permutation_test():
+    """sign_flip_p builds the null distribution of the sum score by score; scipy enumerates the 2^n
+    sign patterns: the same p wherever scipy's test is exact."""
+    rng = np.random.default_rng(0)
+    for n in (2, 5, 9, 12):
+        scores = rng.integers(-3, 4, n)
+        scores = scores[scores != 0]
+        if len(scores) < 2:
+            continue
+        exact = stats.permutation_test((scores.astype(float),), lambda x, axis: np.sum(x, axis=axis),
+                                       permutation_type="samples", n_resamples=2 ** n, alternative="two-sided").pvalue
+        assert analysis.sign_flip_p(scores) == pytest.approx(min(exact, 1.0), abs=1e-12), scores
+
+
+def test_settings_are_compared_one_architecture_at_a_time_and_their_interaction_with_depth():
+    """Two settings of lr: at lr2 the 1-layer run groks 500 steps before the 4-layer one in every
+    (task, seed), at lr8 100 steps after it; the 4-layer runs grok at 1500 under both."""
+    records = []
+    for task, seed in itertools.product(("x_div_y", "x_minus_y"), range(3)):
+        for setting, one_layer in (("lr2", 1000), ("lr8", 1600)):
+            records.append(record(task=task, seed=seed, layers=1, setting=setting, grok=one_layer))
+            records.append(record(task=task, seed=seed, layers=4, setting=setting, grok=1500))
+    comparisons = analysis.compare_architectures(records, architectures(records), BUDGET)
+    by = {(c["family"], c["scope"]): c for c in comparisons if c["event"] == "step_val_acc_99"}
+    assert (by["depth", "setting lr2"]["wins"], by["depth", "setting lr8"]["losses"]) == (6, 6)
+    one_layer = by["setting", "architecture L1_D64_H2"]  # lr2 first, every pair
+    assert (one_layer["a"], one_layer["b"], one_layer["wins"], one_layer["clusters"]) == ("lr2", "lr8", 6, 6)
+    assert by["setting", "architecture L4_D64_H2"]["ties"] == 6
+    depth = next(f for f in analysis.comparison_families(architectures(records)) if f["family"] == "depth")
+    change = analysis.interaction(records, "step_val_acc_99", BUDGET, depth, "lr2", "lr8")
+    assert (change["pairs"], change["wins"], change["median_difference"]) == (6, 6, -600)  # -500 - (+100)
+    assert (change["clusters"], change["cluster_wins"], change["cluster_p"]) == (6, 6, pytest.approx(1 / 32))
+
+
 def test_pooled_pairs_of_one_split_count_as_one_cluster():
     """Depth at three widths: the three pairs of a (task, seed) share split and batches. 1 layer
     first in all 3 pairs of 4 seeds, in none of 2 others: pairs 12-6 (p = 0.24), clusters 4-2."""

@@ -188,6 +188,12 @@ def test_a_study_end_to_end(smoke_template):
     assert [a["bucket"] for a in archs] == ["small", "large"]
     runs = json.loads((out / "runs.json").read_text())
     assert len(runs) == 2 * 4 * 2
+    for r in runs:  # the measures of every run, null where they do not apply
+        assert {"peak_val_acc", "step_val_acc_99_held", "grokked_held", "train_drops_per_1k_steps",
+                "train_below_99_share", "step_fourier_50"} <= set(r)
+        assert 0 <= r["peak_val_acc"] <= 1 and r["step_val_acc_99_held"] <= 300
+        assert (r["step_fourier_50"] is None) == (r["task"] == "permutation")
+        assert (r["train_below_99_share"] is None) == (not r["memorized"] or r["step_train_acc_99"] == 300)
     info = json.loads((out / "final_info.json").read_text())
     check_final_info(info, runs, [f"{t}/{a}" for t in ex.TASKS for a in ("L1_D32_H4", "L2_D32_H4")])
     curves = np.load(out / "curves.npz")

@@ -184,7 +184,8 @@ def check_citations(text: str, study: str | None) -> int:
         else:
             assert (f"{c['q']:.2g}", f"{c['cluster_q']:.2g}") == (q, cluster_q), (c, q, cluster_q)
     within = dict(analysis.scopes(runs)) if runs else {}
-    families = {(f["family"], f["a"], f["b"]): f for f in analysis.comparison_families(architectures or [])}
+    families = {(f["family"], f["a"], f["b"]): f
+                for f in analysis.comparison_families(architectures or [], analysis.settings_of(runs or []))}
     for key, family, a, b, scope, wins, losses, pairs, ties, left_out, p, cluster_wins, cluster_losses, clusters, \
             cluster_p in values:
         f = families[family, a, b]
