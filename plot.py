@@ -63,7 +63,7 @@ ACROSS_FOLDERS = [  # once, over every folder drawn
     curves.over_folders,  # {curve}_{task}.png: every run of every folder and each folder's median (loss, accuracy)
 ]
 PER_FOLDER = [  # once per folder
-    events.axes_of_study,  # {study}_axis_{axis}.png: steps to events against each other axis the study varied
+    events.axes_of_study,  # {study}_axis_{axis}.png: steps to events and instability against each other axis varied
     pairs.paired,  # {study}_paired.png: every paired comparison at every threshold, with p and q
 ]
 PER_SETTING = [  # per folder, once per setting of its other axes ({study}_{setting}_... when it varied some)

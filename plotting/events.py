@@ -160,44 +160,73 @@ def heatmap(study: StudyFolder, task: str):
     return finish(fig, f"{study.name}_heatmap_{task}.png")
 
 
+HELD = "step_val_acc_99_held"
+AXIS_EVENTS = ((GROK, "-", "grokking, first crossing"), (HELD, ":", "grokking that holds"),
+               (MEMORIZE, "--", "memorization"))
+
+
 def axes_of_study(study: StudyFolder):
-    """{study}_axis_{axis}.png per non-architecture axis the study varied (batch size, prime, ...):
-    restricted mean steps to memorization and grokking against it, one line per architecture and
-    value of the other varied axes."""
-    figures = []
+    """{study}_axis_{axis}.png per non-architecture axis the study varied (lr, batch size, prime,
+    ...; of axes zipped together, the first): top, restricted mean steps to memorization, grokking
+    and grokking that holds against it; bottom, the median share of evaluations after
+    memorization with training accuracy <= 99% (instability). One line per architecture (its
+    colour) and value of the other varied axes (its marker)."""
+    figures, zipped = [], [a for a in study.config.get("zip_axes", []) if a in study.axes]
     for axis in study.axes:
+        if axis in zipped[1:]:
+            continue  # drawn with the first axis it is zipped with
+        paired = [a for a in zipped if a != axis] if axis in zipped else []
         values = sorted(study.axes[axis])
-        others = lambda r: ", ".join(f"{a}={r[a]}" for a in study.axes if a != axis)  # noqa: E731
+        others = lambda r: ", ".join(f"{a}={r[a]}" for a in study.axes if a != axis and a not in paired)  # noqa: E731
         lines = list(dict.fromkeys((r["architecture"], others(r)) for r in study.records))
-        colors = plt.get_cmap("tab10")
-        fig, axes = plt.subplots(1, len(study.tasks), figsize=(max(7.0, 4.6 * len(study.tasks)), 4.2), squeeze=False,
-                                 sharey=True)
-        for ax, task in zip(axes[0], study.tasks):
-            for i, (arch, rest) in enumerate(lines):
+        rests = list(dict.fromkeys(rest for _, rest in lines))
+        archs = {a["name"]: a for a in study.architectures}
+        unstable = any(r.get("train_below_99_share") is not None for r in study.records)
+        fig, axes = plt.subplots(1 + unstable, len(study.tasks), figsize=(max(7.0, 4.6 * len(study.tasks)),
+                                                                          4.2 + 2.6 * unstable),
+                                 squeeze=False, sharex=True, sharey="row")
+        for col, task in enumerate(study.tasks):
+            ax = axes[0, col]
+            for arch, rest in lines:
                 records = [r for r in study.chosen(task=task, architecture=arch) if others(r) == rest]
-                for event, style in ((GROK, "-"), (MEMORIZE, "--")):
+                color, marker = arch_look(archs[arch])["color"], "osD^v"[rests.index(rest) % 5]
+                for event, style, _ in AXIS_EVENTS:
                     s = [event_summary([r for r in records if r[axis] == v], event, study.budget) for v in values]
+                    if None in s:
+                        continue
                     ax.errorbar(values, [x["restricted_mean"] for x in s],
-                                yerr=[np.nan_to_num(x["restricted_mean_stderr"]) for x in s], color=colors(i % 10),
-                                ls=style, marker="o", ms=4, capsize=2,
-                                label=", ".join(filter(None, (arch, rest))) if event == GROK else None)
+                                yerr=[np.nan_to_num(x["restricted_mean_stderr"]) for x in s], color=color,
+                                ls=style, marker=marker, ms=4, capsize=2)
                     for v, x in zip(values, s):
                         if reached_text(x):
                             ax.annotate(reached_text(x), (v, x["restricted_mean"]), textcoords="offset points",
-                                        xytext=(4, 3), fontsize=6, color=colors(i % 10))
-            if min(values) > 0 and max(values) / min(values) >= 4:
-                ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            ax.set_xticks(values, [f"{v:g}" for v in values])
+                                        xytext=(4, 3), fontsize=6, color=color)
+                if unstable:
+                    shares = [[r["train_below_99_share"] for r in records if r[axis] == v
+                               and r.get("train_below_99_share") is not None] for v in values]
+                    axes[1, col].plot(values, [np.median(x) if x else np.nan for x in shares], color=color,
+                                      marker=marker, ms=4)
             ax.axhline(study.budget, color="gray", lw=0.8, ls=":")
             ax.set_ylim(0, study.budget * 1.08)
-            ax.set_xlabel(axis)
             ax.set_title(TASK_TITLES.get(task, task))
-            ax.grid(alpha=0.3)
+            for ax in axes[:, col]:
+                if min(values) > 0 and max(values) / min(values) >= 4:
+                    ax.set_xscale("log")
+                    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                ax.set_xticks(values, [f"{v:g}" for v in values])
+                ax.grid(alpha=0.3)
+            axes[-1, col].set_xlabel(axis + (f" (with {', '.join(paired)} paired)" if paired else ""))
         axes[0, 0].set_ylabel(STEP_LABEL)
-        axes[0, 0].legend(fontsize=8)
-        suptitle(fig, f"{study.title}: steps to grokking (solid) and memorization (dashed) against {axis} ({RESTRICTED})")
-        figures.append(finish(fig, f"{study.name}_axis_{axis}.png"))
+        if unstable:
+            axes[1, 0].set_ylabel("median share of evaluations\nafter memorization with\ntraining accuracy <= 99%")
+        handles = arch_handles([archs[a] for a in dict.fromkeys(arch for arch, _ in lines)])
+        handles += [plt.Line2D([], [], color="gray", ls=style, label=label) for _, style, label in AXIS_EVENTS]
+        handles += [plt.Line2D([], [], color="gray", marker="osD^v"[i % 5], ls="", label=rest) for i, rest in
+                    enumerate(rests) if rest]
+        bottom = legend_below(fig, handles, columns=4)
+        suptitle(fig, f"{study.title}: against {axis}, steps to grokking (first crossing and held) and memorization "
+                      f"({RESTRICTED})" + ("; below, instability after memorization" if unstable else ""))
+        figures.append(finish(fig, f"{study.name}_axis_{axis}.png", bottom=bottom))
     return figures
 
 

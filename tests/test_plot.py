@@ -9,6 +9,8 @@ import sys
 import matplotlib.image
 import pytest
 
+import analysis
+
 from support import ROOT, assert_one_error_line, run_script
 
 # Four architectures, two of them a matched deep-narrow / wide-shallow pair (4x16 ~ 1x32).
@@ -17,6 +19,9 @@ STUDY = ["--tasks=x_plus_y,permutation", "--layers=1,4", "--dims=16,32", "--head
 BASELINE = ["--tasks=x_plus_y,permutation", "--layers=1", "--dims=16", "--heads=2", "--seeds=2",
             "--num_steps=30", "--prime=23", "--perm_k=3", "--batch_size=64"]
 TASKS = ["x_plus_y", "permutation"]
+# One architecture under two (lr, weight decay) settings, zipped: figures per setting and per axis.
+SETTINGS = ["--tasks=x_plus_y", "--layers=1", "--dims=16", "--heads=2", "--seeds=2", "--num_steps=30", "--prime=23",
+            "--batch_size=64", "--lr=0.001,0.003", "--weight_decay=0.5,1", "--zip_axes=lr,weight_decay"]
 
 
 def script(name, *args, cwd):
@@ -26,7 +31,7 @@ def script(name, *args, cwd):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("project")
-    for name, args in (("run_0", BASELINE), ("run_1", STUDY)):
+    for name, args in (("run_0", BASELINE), ("run_1", STUDY), ("run_4", SETTINGS)):
         result = script("experiment.py", f"--out_dir={name}", *args, cwd=root)
         assert result.returncode == 0, result.stderr
     (root / "run_2").mkdir()  # empty: a run that never started
@@ -65,29 +70,36 @@ def test_plot_draws_every_figure_and_skips_bad_folders(runs):
     assert [w.split()[1] for w in warnings] == ["run_2", "run_3", "run_10", "run_11"]  # numeric order
     assert "no final_info.json" in warnings[0] and "unreadable" in warnings[1]
     pngs = sorted(f for f in os.listdir(runs) if f.endswith(".png"))
-    assert pngs == sorted(expected_figures())  # of the one-architecture run_0 only what needs no comparison
+    assert [f for f in pngs if not f.startswith("run_4")] == sorted(expected_figures())  # run_0: no comparison
+    # run_4 varied lr and weight decay together: one axis figure (not one per zipped axis), the
+    # settings compared in the paired figure, and the figures of one architecture per setting
+    assert {"run_4_axis_lr.png", "run_4_paired.png", "run_4_lr0.001_wd0.5_accuracy.png",
+            "run_4_lr0.003_wd1_accuracy.png"} <= set(pngs) and "run_4_axis_weight_decay.png" not in pngs
     for png in pngs:
         assert_not_blank(runs / png)
     summary = (runs / "summary.md").read_text()
     assert summary.strip() in result.stdout
     sections = {s.split("\n")[0]: s for s in summary.split("\n## ")[1:]}  # titled by the folder
-    assert sorted(sections) == ["run_0", "run_1"]
+    assert sorted(sections) == ["run_0", "run_1", "run_4"]
     for arch in ("L1_D16_H2", "L4_D16_H2", "L1_D32_H2", "L4_D32_H2"):
         for task in TASKS:
             assert sum(line.startswith(f"| {task} | - | {arch} |") for line in sections["run_1"].splitlines()) == 1
     assert "| deep-narrow vs wide-shallow: 4x16 vs 1x32 | all |" in sections["run_1"]
     with open(runs / "summary.json") as f:
         summary = json.load(f)
-    assert {(r["run"], r["task"], r["architecture"]) for r in summary["rows"]} == {
-        ("run_0", t, "L1_D16_H2") for t in TASKS} | {("run_1", t, a) for t in TASKS for a in
-                                                     ("L1_D16_H2", "L4_D16_H2", "L1_D32_H2", "L4_D32_H2")}
+    assert {(r["run"], r["task"], r["setting"], r["architecture"]) for r in summary["rows"]} == {
+        ("run_0", t, "", "L1_D16_H2") for t in TASKS} | {("run_1", t, "", a) for t in TASKS for a in (
+            "L1_D16_H2", "L4_D16_H2", "L1_D32_H2", "L4_D32_H2")} | {
+        ("run_4", "x_plus_y", s, "L1_D16_H2") for s in ("lr0.001/wd0.5", "lr0.003/wd1")}
     for row in summary["rows"]:
-        assert row["n"] == 2 and sum(row[g] for g in ("groks", "memorizes_only", "fails_to_fit", "diverged")) == 2
+        assert row["n"] == 2 and sum(row[analysis.regime_key(g)] for g in analysis.REGIMES) == 2
         assert 0 < row["restricted_mean_grok"] <= 60 and row["grok_reached"] <= 2
-    families = {c["family"] for c in summary["comparisons"]}
-    assert families == {"depth", "width", "deep-narrow vs wide-shallow"}
+    families = {(c["run"], c["family"]) for c in summary["comparisons"]}
+    assert families == {("run_1", "depth"), ("run_1", "width"), ("run_1", "deep-narrow vs wide-shallow"),
+                        ("run_4", "setting")}
     for c in summary["comparisons"]:
-        assert c["run"] == "run_1" and c["pairs"] == c["wins"] + c["losses"] + c["ties"] > 0 and 0 <= c["p"] <= 1
+        assert c["pairs"] == c["wins"] + c["losses"] + c["ties"] > 0 and 0 <= c["p"] <= 1 and 0 <= c["cluster_p"] <= 1
+        assert c["clusters"] == c["cluster_wins"] + c["cluster_losses"] + c["cluster_ties"] <= 4  # (task, seed)
 
 
 def test_runs_and_out_options(runs, tmp_path):
