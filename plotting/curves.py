@@ -128,7 +128,8 @@ def capacity(study: StudyFolder):
         archs = sorted((a for a in study.architectures if a["bucket"] == bucket),
                        key=lambda a: (a["aspect_ratio"], a["heads"]))
         shapes = list(dict.fromkeys(arch_shape(a) for a in archs))
-        fig, axes = plt.subplots(len(study.tasks), len(shapes), figsize=(3.0 * len(shapes) + 0.8, 2.4 * len(study.tasks)),
+        fig, axes = plt.subplots(len(study.tasks), len(shapes), figsize=(max(6.5, 3.0 * len(shapes) + 0.8),
+                                                                         2.4 * len(study.tasks)),
                                  squeeze=False, sharex=True, sharey=True)
         for row, task in enumerate(study.tasks):
             for col, shape in enumerate(shapes):

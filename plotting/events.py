@@ -219,7 +219,8 @@ def axes_of_study(study: StudyFolder):
         axes[0, 0].set_ylabel(STEP_LABEL)
         if unstable:
             axes[1, 0].set_ylabel("median share of evaluations\nafter memorization with\ntraining accuracy <= 99%")
-        handles = arch_handles([archs[a] for a in dict.fromkeys(arch for arch, _ in lines)])
+        handles = [plt.Line2D([], [], color=arch_look(archs[a])["color"], lw=2, label=arch_label(archs[a]))
+                   for a in dict.fromkeys(arch for arch, _ in lines)]  # line style: the event, not the heads
         handles += [plt.Line2D([], [], color="gray", ls=style, label=label) for _, style, label in AXIS_EVENTS]
         handles += [plt.Line2D([], [], color="gray", marker="osD^v"[i % 5], ls="", label=rest) for i, rest in
                     enumerate(rests) if rest]

@@ -51,15 +51,15 @@ def shaded(color: tuple, layers: int) -> tuple:
     """A width's hue at a depth: 1 layer lighter, 2 as is, 4 and more darker (log scale)."""
     t = math.log2(layers) - 1
     rgb = np.array(color)
-    rgb = rgb + (1 - rgb) * min(0.5 * -t, 0.7) if t < 0 else rgb * (1 - min(0.25 * t, 0.6))
+    rgb = rgb + (1 - rgb) * min(0.4 * -t, 0.6) if t < 0 else rgb * (1 - min(0.25 * t, 0.6))
     return tuple(rgb)
 
 
 def head_tint(color: tuple, heads: int) -> tuple:
-    """A hue turned a little by the head count (4 heads as is; fewer toward one side of the colour
-    wheel, more toward the other), so that architectures of one shape differ in colour too."""
+    """A hue turned a little by the head count (4 heads as is; more heads toward red, fewer away
+    from it), so that architectures of one shape differ in colour too."""
     hue, saturation, value = matplotlib.colors.rgb_to_hsv(color)
-    return tuple(matplotlib.colors.hsv_to_rgb(((hue + 0.07 * math.log2(heads / 4)) % 1, saturation, value)))
+    return tuple(matplotlib.colors.hsv_to_rgb(((hue - 0.06 * math.log2(heads / 4)) % 1, saturation, value)))
 
 
 def depth_marker(layers: int) -> str:
@@ -129,10 +129,12 @@ def finish(fig, filename: str, bottom: float = 0.0) -> tuple:
     """Lay out a figure, leaving room for its wrapped title and `bottom` inches below (a legend),
     and hand it to the saver as (figure, file name)."""
     title = fig.get_suptitle()
-    top = 0.22 * (title.count("\n") + 1) if title else 0.0
+    top = 0.2 * (title.count("\n") + 1) + 0.1 if title else 0.0
     height = fig.get_figheight() + top + bottom  # the axes keep their own height
     fig.set_figheight(height)
-    fig.tight_layout(rect=(0, bottom / height, 1, 1))  # tight_layout places the suptitle itself
+    if title:  # the title in the band reserved at the top, whatever the figure's height
+        fig.suptitle(title, fontsize=10, y=1 - 0.05 / height, va="top")
+    fig.tight_layout(rect=(0, bottom / height, 1, 1))  # it leaves room for the suptitle itself
     return fig, filename
 
 

@@ -93,19 +93,24 @@ def test_every_figure_of_plot_py_is_described(notes):
 
 def capacity_table(runs: list[dict], architectures: list[dict], budget: int) -> str:
     """A CPU study's table in notes.txt, from its runs with analysis.py, its cells as summary.md
-    writes them: per architecture and task the regimes, restricted mean memorization, grokking and
-    held-grokking steps (k/n where not all got there) and the median grokking step."""
-    lines = [f"  {'architecture':<16}{'parameters':>10}  {'task':<10} {'g/n/m/f/d':<11}{'memorization':>14}"
-             f"{'grokking':>19}{'held':>19}{'median':>7}"]
+    writes them: per architecture (and setting, where the study varied one) and task the regimes,
+    restricted mean memorization, grokking and held-grokking steps (k/n where not all got there)
+    and the median grokking step."""
+    settings = analysis.settings_of(runs)
+    wide = len(settings) > 1
+    lines = [f"  {'architecture':<16}{'parameters':>10}  " + (f"{'setting':<15}" if wide else "")
+             + f"{'task':<10} {'g/n/m/f/d':<11}{'memorization':>14}{'grokking':>19}{'held':>19}{'median':>7}"]
     for a in architectures:
-        for task in dict.fromkeys(r["task"] for r in runs):
-            row = analysis.summary_row([r for r in runs if (r["architecture"], r["task"]) == (a["name"], task)], budget)
-            cells = [event_cell(row, name) for name in ("memorize", "grok", "grok_held")]
-            regimes = "/".join(str(row[analysis.regime_key(g)]) for g in analysis.REGIMES)
-            median = "-" if row["median_grok"] is None else f"{row['median_grok']:.0f}"
-            shape = f"{a['layers']}x{a['d_model']}, {a['heads']} heads"
-            lines.append(f"  {shape:<16}{a['parameter_count']:>10,}  {task:<10} {regimes:<11}{cells[0]:>14}"
-                         f"{cells[1]:>19}{cells[2]:>19}{median:>7}")
+        for setting in settings:
+            for task in dict.fromkeys(r["task"] for r in runs):
+                row = analysis.summary_row([r for r in runs if (r["architecture"], r["setting"], r["task"])
+                                            == (a["name"], setting, task)], budget)
+                cells = [event_cell(row, name) for name in ("memorize", "grok", "grok_held")]
+                regimes = "/".join(str(row[analysis.regime_key(g)]) for g in analysis.REGIMES)
+                median = "-" if row["median_grok"] is None else f"{row['median_grok']:.0f}"
+                shape = f"{a['layers']}x{a['d_model']}, {a['heads']} heads"
+                lines.append(f"  {shape:<16}{a['parameter_count']:>10,}  " + (f"{setting:<15}" if wide else "")
+                             + f"{task:<10} {regimes:<11}{cells[0]:>14}{cells[1]:>19}{cells[2]:>19}{median:>7}")
     return "\n".join(lines)
 
 
@@ -129,6 +134,14 @@ VALUE_CITATION = re.compile(r"\[(\w+), ([a-z -]+): (.+?) vs (.+?), (.+?): (\d+)-
                             r"p = ([\d.e-]+)\]")
 
 
+# Whether a comparison's difference changes between two settings (analysis.interaction), as
+# notes.txt cites it: [interaction, family: a vs b, event, setting vs setting: wins-losses of pairs
+# pairs (ties tied, censored censored), p = p; clusters wins-losses of clusters, p = p]
+INTERACTION = re.compile(r"\[interaction, ([a-z -]+): (.+?) vs (.+?), (\w+), (\S+) vs (\S+): (\d+)-(\d+) of (\d+) "
+                         r"pairs \((\d+) tied, (\d+) censored\), p = ([\d.e-]+); clusters (\d+)-(\d+) of (\d+), "
+                         r"p = ([\d.e-]+)\]")
+
+
 def section(notes: str, heading: str) -> str:
     """The part of notes.txt under a heading ("# ..."), up to the next heading."""
     start = notes.index(f"\n# {heading}\n")
@@ -138,7 +151,8 @@ def section(notes: str, heading: str) -> str:
 
 # The CPU studies with their section of notes.txt.
 CPU_STUDIES = [("capacity_cpu", "Capacity at CPU scale (studies/capacity_cpu)"),
-               ("capacity_cpu_template_opt", "Capacity at CPU scale under the template's optimizer (studies/capacity_cpu_template_opt)")]
+               ("capacity_cpu_template_opt", "Capacity at CPU scale under the template's optimizer (studies/capacity_cpu_template_opt)"),
+               ("confounds_cpu", "Capacity or its confounds (studies/confounds_cpu)")]
 
 
 @functools.cache
@@ -165,9 +179,9 @@ def check_citations(text: str, study: str | None) -> int:
     every citation names its study), of another study, of another study's runs of this study's
     architectures, and of per-run values. Returns how many there are."""
     runs, architectures, budget = study_files(study) if study else (None, None, None)
-    cited, values = CITATION.findall(text), VALUE_CITATION.findall(text)
-    assert len(cited) + len(values) == len(re.findall(r"\[[^\]]* pairs \(", text)), \
-        "a citation is in neither CITATION's nor VALUE_CITATION's form (every one names its clusters)"
+    cited, values, interactions = CITATION.findall(text), VALUE_CITATION.findall(text), INTERACTION.findall(text)
+    assert len(cited) + len(values) + len(interactions) == len(re.findall(r"\[[^\]]* pairs \(", text)), \
+        "a citation is in none of the forms CITATION, VALUE_CITATION, INTERACTION (every one names its clusters)"
     for (other, subset, family, a, b, scope, event, wins, losses, pairs, ties, apart, p, q,
          cluster_wins, cluster_losses, clusters, cluster_p, cluster_q) in cited:
         assert other or study, "a citation outside a study's section names its study"
@@ -194,7 +208,15 @@ def check_citations(text: str, study: str | None) -> int:
                 c["cluster_losses"], c["clusters"], f"{c['cluster_p']:.2g}") == (
             *map(int, (wins, losses, pairs, ties, left_out)), p, *map(int, (cluster_wins, cluster_losses, clusters)),
             cluster_p), (key, family, c)
-    return len(cited) + len(values)
+    events = {name: event for event, (name, _, _) in analysis.EVENTS.items()}
+    for family, a, b, event, setting_a, setting_b, wins, losses, pairs, ties, censored, p, cluster_wins, \
+            cluster_losses, clusters, cluster_p in interactions:
+        c = analysis.interaction(runs, events[event], budget, families[family, a, b], setting_a, setting_b)
+        assert (c["wins"], c["losses"], c["pairs"], c["ties"], c["censored"], f"{c['p']:.2g}", c["cluster_wins"],
+                c["cluster_losses"], c["clusters"], f"{c['cluster_p']:.2g}") == (
+            *map(int, (wins, losses, pairs, ties, censored)), p, *map(int, (cluster_wins, cluster_losses, clusters)),
+            cluster_p), (family, event, setting_a, setting_b, c)
+    return len(cited) + len(values) + len(interactions)
 
 
 @pytest.mark.parametrize("study, heading", CPU_STUDIES)
