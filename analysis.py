@@ -453,7 +453,7 @@ def compare_architectures(records: list[dict], architectures: list[dict], budget
                                     "kind": "event", "event": event, "event_label": EVENTS[event][1], **result}
             for key, (_, label) in MEASURES.items():
                 result = paired_values(chosen, key, family["is_a"], family["is_b"], family["pair_key"])
-                if result is not None and any(r.get(key) is not None for r in chosen):
+                if result is not None and result["pairs"]:  # pairs in which both runs have a value
                     found[key] = {"family": family["family"], "a": family["a"], "b": family["b"], "scope": scope,
                                   "kind": "value", "event": key, "event_label": label, **result}
             out += found.values()

@@ -38,7 +38,7 @@ def paired(study: StudyFolder):
     for ax, event in zip(axes.flat, events):
         for y, key in enumerate(keys):
             c = found.get((*key, event))
-            if c is None:
+            if c is None or not c["pairs"]:
                 continue
             left = 0.0
             for count, color in ((c["wins"], "tab:blue"), (c["ties"], "lightgray"), (c["losses"], "tab:orange")):

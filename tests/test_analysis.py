@@ -176,6 +176,15 @@ def test_a_per_run_value_is_compared_by_pairs_and_runs_without_it_are_left_out()
     assert c["p"] == pytest.approx(0.5) and c["median_difference"] == -300
 
 
+def test_a_measure_no_pair_has_is_not_compared():
+    """No run memorized, so none has an instability measure: no comparison of it (the smoke study's
+    short runs; a comparison of no pairs once broke the paired figure)."""
+    records = [record(layers=n, seed=s, grok=None, memorize=None, train_below_99_share=None,
+                      train_drops_per_1k_steps=None) for n in (1, 4) for s in range(3)]
+    events = {c["event"] for c in analysis.compare_architectures(records, architectures(records), BUDGET)}
+    assert "step_val_acc_99" in events and not events & set(analysis.MEASURES)
+
+
 def test_a_comparison_that_turns_with_the_threshold_is_marked():
     """The deep model reaches 50% first in every pair but 99% last: threshold-sensitive."""
     records = []

@@ -139,7 +139,7 @@ def test_labels_that_name_no_run_are_an_error(runs, monkeypatch, capsys):
     monkeypatch.chdir(runs)
     assert plot.main([]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "run_9" in err[0] and "run_0, run_1, run_2, run_3, run_10, run_11" in err[0]
+    assert len(err) == 1 and "run_9" in err[0] and "run_0, run_1, run_2, run_3, run_4, run_10, run_11" in err[0]
 
 
 def test_final_info_and_the_figures_share_one_mean_and_standard_error():
