@@ -11,6 +11,7 @@ models, Ray) is in the package runner/, which never imports this file.
     python experiment.py --out_dir=run_1 --preset=demo        # a few minutes on 2 CPU cores
     GROKKING_PRESET=smoke python experiment.py --out_dir=run_1  # a preset without extra arguments
     python experiment.py --out_dir=tiny --layers=1,2 --dims=64 --heads=4 --tasks=x_plus_y --seeds=2 --num_steps=300
+    python experiment.py --out_dir=run_2 --preset=confounds_cpu  # depth x lr, width vs head size (100 min, CPU)
     python experiment.py --out_dir=run_2 --preset=batch_size  # batch 64..512 on x/y, 100k steps (GPU)
     python experiment.py --query=run_3 --task=x_plus_y --arch=L2_D128_H4 --seed=0 30+74 5+3
     python experiment.py --help                                # every option, with its default
