@@ -232,6 +232,10 @@ def test_a_cpu_study_in_notes_is_what_its_files_hold(notes, study, heading):
     assert check_citations(text, study) >= 4, "the reading cites its paired tests"
 
 
+def test_the_demos_comparisons_in_notes_are_what_its_files_hold(notes):
+    assert check_citations(section(notes, "Demo (studies/demo, the quick start)"), "demo") >= 3
+
+
 def test_the_readmes_findings_are_what_the_studies_hold():
     """The README's table of findings: every test it cites names its study and is recomputed."""
     with open(os.path.join(ROOT, "README.md")) as f:
