@@ -42,6 +42,8 @@ MEASURES = {
     "train_drops_per_1k_steps": ("drops_per_1k", "training-accuracy drops to <= 99% per 1,000 steps after memorization"),
     "train_below_99_share": ("below_99_share", "share of evaluations after memorization with training accuracy <= 99%"),
 }
+COMPARED = {key: (name, label) for key, (name, label, *_) in {**EVENTS, **MEASURES}.items()}  # every event and
+#                                                     measure compared by pairs -> (short name, meaning)
 REGIMES = ("groks", "near-grokking", "memorizes only", "fails to fit", "diverged")
 NEAR_GROKKING = 0.9  # a run that memorized and whose validation accuracy passed this, but never 99%
 FORMAT_VERSION = 1  # the layout of a study folder's files: runner/ writes it, plotting/ reads it
@@ -106,8 +108,9 @@ def curve_measures(steps: np.ndarray, curves: dict[str, np.ndarray], budget: int
       training accuracy <= threshold (None for both when the run never memorized or memorized
       at its last evaluation): how unstable optimization is once the training set is fitted;
     - step_fourier_50 (for fourier_bar 0.5): the first step at which the embeddings' top-5
-      Fourier share exceeds fourier_bar (an absolute bar, beside the relative half-rise), the budget when never, None
-      where the measure does not apply (the permutation task, or no such curve)."""
+      Fourier share exceeds fourier_bar (an absolute bar, beside the relative half-rise), the
+      budget when never, None where the measure does not apply (the permutation task, or no such
+      curve)."""
     tag = round(100 * threshold)
     train, val = np.asarray(curves["train_acc"]), np.asarray(curves["val_acc"])
     finite = val[np.isfinite(val)]
@@ -343,13 +346,11 @@ def interaction(records: list[dict], event: str, budget: int, family: dict, sett
     setting_b), steps capped at the budget. "wins": a is further ahead (or less behind) at
     setting_a; the sign test over these pairs, the cluster test over their (task, seed), and the
     pairs holding a run that never got there (censored: the change is then a bound)."""
-    found = {}
-    for setting in (setting_a, setting_b):
-        chosen = [r for r in records if r["setting"] == setting]
-        key = lambda r: family["pair_key"]({**r, "setting": ""})  # noqa: E731  (the pair, whatever its setting)
-        found[setting] = {k: (d, bound) for k, d, bound in pair_differences(chosen, event, budget, family["is_a"],
-                                                                              family["is_b"], key)}
-        clusters = {key(r): cluster(r) for r in chosen}
+    key = lambda r: family["pair_key"]({**r, "setting": ""})  # noqa: E731  (the pair, whatever its setting)
+    found = {setting: {k: (d, bound) for k, d, bound in pair_differences(
+        [r for r in records if r["setting"] == setting], event, budget, family["is_a"], family["is_b"], key)}
+        for setting in (setting_a, setting_b)}
+    clusters = {key(r): cluster(r) for r in records}
     both = sorted(set(found[setting_a]) & set(found[setting_b]), key=repr)
     changes = np.array([found[setting_a][k][0] - found[setting_b][k][0] for k in both])
     censored = sum(found[setting_a][k][1] or found[setting_b][k][1] for k in both)
@@ -416,7 +417,7 @@ def scopes(records: list[dict]) -> list[tuple[str, Callable]]:
     """All runs pooled, then each task and each setting of the other varied axes alone, and where
     settings vary among several architectures, each architecture alone (for the settings family)."""
     tasks = list(dict.fromkeys(r["task"] for r in records))
-    settings = list(dict.fromkeys(r["setting"] for r in records))
+    settings = settings_of(records)
     archs = list(dict.fromkeys(r["architecture"] for r in records))
     out = [("all", lambda r: True)]
     if len(tasks) > 1:
@@ -458,9 +459,9 @@ def compare_architectures(records: list[dict], architectures: list[dict], budget
                                   "kind": "value", "event": key, "event_label": label, **result}
             out += found.values()
             by_thresholds.append([found[e] for e in GROKKING_THRESHOLDS if e in found])
-    for name in ("q", "cluster_q"):
-        for c, q in zip(out, false_discovery_rate([c[name.replace("q", "p")] for c in out])):
-            c[name] = q
+    for p_name, q_name in (("p", "q"), ("cluster_p", "cluster_q")):
+        for c, q in zip(out, false_discovery_rate([c[p_name] for c in out])):
+            c[q_name] = q
     for thresholds in by_thresholds:
         verdicts = {(np.sign(c["wins"] - c["losses"]), c["q"] < SIGNIFICANCE) for c in thresholds}
         for c in thresholds:

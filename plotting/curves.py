@@ -11,11 +11,11 @@ import analysis
 
 from .jobs import per_task
 from .studies import StudyFolder
-from .style import (CURVES, STEP_LABEL, TASK_TITLES, accuracy_axis, arch_handles, arch_label, arch_look, arch_shape,
-                    draw_runs, finish, head_handles, legend_below, nan_median, plt, step_axis, suptitle)
+from .style import (CURVES, GROK, MEMORIZE, STEP_LABEL, TASK_TITLES, accuracy_axis, arch_handles, arch_label,
+                    arch_look, arch_shape, draw_runs, finish, head_handles, legend_below, nan_median, plt, step_axis,
+                    suptitle)
 
 ACCURACY_FIGURE_ARCHITECTURES = 8  # studies with more architectures are read in the seeds figures
-MEMORIZE, GROK = "step_train_acc_99", "step_val_acc_99"
 
 
 @per_task
@@ -61,8 +61,7 @@ def accuracy(study: StudyFolder):
         accuracy_axis(ax)
         ax.set_title(TASK_TITLES.get(task, task))
         step_axis(ax, study.log_steps)
-    handles = [plt.Line2D([], [], color=arch_look(a)["color"], label=arch_label(a)) for a in archs]
-    bottom = legend_below(fig, handles)
+    bottom = legend_below(fig, arch_handles(archs, solid=True))
     suptitle(fig, f"{study.title}: training (dashed) and validation (solid) accuracy, one line per run "
                   "(architecture x seed)")
     return finish(fig, f"{study.name}_accuracy.png", bottom=bottom)

@@ -10,11 +10,10 @@ import analysis
 
 from .jobs import per_task
 from .studies import StudyFolder
-from .style import (EVENT_COLORS, REGIME_COLORS, STEP_LABEL, TASK_TITLES, arch_handles, arch_label, arch_look,
-                    depth_handles, depth_marker, finish, legend_below, parameter_axis, plt, step_axis, suptitle,
-                    width_color, width_handles)
+from .style import (EVENT_COLORS, GROK, HELD, MEMORIZE, REGIME_COLORS, STEP_LABEL, TASK_TITLES, arch_handles,
+                    arch_label, arch_look, depth_handles, depth_marker, finish, legend_below, parameter_axis, plt,
+                    step_axis, suptitle, width_color, width_handles)
 
-MEMORIZE, GROK = "step_train_acc_99", "step_val_acc_99"  # the events most figures time
 RESTRICTED = "restricted mean up to the budget (never = the budget) ± s.e.; k/n: runs that got there"
 
 
@@ -160,7 +159,7 @@ def heatmap(study: StudyFolder, task: str):
     return finish(fig, f"{study.name}_heatmap_{task}.png")
 
 
-HELD = "step_val_acc_99_held"
+OTHER_AXES_MARKERS = "osD^v"  # in the axis figure, one per value of the axes not drawn
 AXIS_EVENTS = ((GROK, "-", "grokking, first crossing"), (HELD, ":", "grokking that holds"),
                (MEMORIZE, "--", "memorization"))
 
@@ -189,7 +188,8 @@ def axes_of_study(study: StudyFolder):
             ax = axes[0, col]
             for arch, rest in lines:
                 records = [r for r in study.chosen(task=task, architecture=arch) if others(r) == rest]
-                color, marker = arch_look(archs[arch])["color"], "osD^v"[rests.index(rest) % 5]
+                color = arch_look(archs[arch])["color"]
+                marker = OTHER_AXES_MARKERS[rests.index(rest) % len(OTHER_AXES_MARKERS)]
                 for event, style, _ in AXIS_EVENTS:
                     s = [event_summary([r for r in records if r[axis] == v], event, study.budget) for v in values]
                     if None in s:
@@ -219,11 +219,10 @@ def axes_of_study(study: StudyFolder):
         axes[0, 0].set_ylabel(STEP_LABEL)
         if unstable:
             axes[1, 0].set_ylabel("median share of evaluations\nafter memorization with\ntraining accuracy <= 99%")
-        handles = [plt.Line2D([], [], color=arch_look(archs[a])["color"], lw=2, label=arch_label(archs[a]))
-                   for a in dict.fromkeys(arch for arch, _ in lines)]  # line style: the event, not the heads
+        handles = arch_handles([archs[a] for a in dict.fromkeys(arch for arch, _ in lines)], solid=True)
         handles += [plt.Line2D([], [], color="gray", ls=style, label=label) for _, style, label in AXIS_EVENTS]
-        handles += [plt.Line2D([], [], color="gray", marker="osD^v"[i % 5], ls="", label=rest) for i, rest in
-                    enumerate(rests) if rest]
+        handles += [plt.Line2D([], [], color="gray", marker=OTHER_AXES_MARKERS[i % len(OTHER_AXES_MARKERS)], ls="",
+                               label=rest) for i, rest in enumerate(rests) if rest]
         bottom = legend_below(fig, handles, columns=4)
         suptitle(fig, f"{study.title}: against {axis}, steps to grokking (first crossing and held) and memorization "
                       f"({RESTRICTED})" + ("; below, instability after memorization" if unstable else ""))

@@ -10,9 +10,8 @@ import numpy as np
 import analysis
 
 from .studies import StudyFolder
-from .style import TASK_TITLES, arch_look, arch_shape, finish, plt, suptitle
+from .style import GROK, TASK_TITLES, arch_look, arch_shape, finish, plt, suptitle
 
-GROK = "step_val_acc_99"
 PAIRED_COLUMNS = 4  # events (and measures) per row of the paired figure
 
 
@@ -21,9 +20,7 @@ def paired(study: StudyFolder):
     share of pairs in which a got there first (blue), the same step or both never (gray), b first
     (orange), with the sign test's p and its q (adjusted for the study's many comparisons)."""
     summary = study.summary
-    labels = {**{e: label for e, (_, label, _) in analysis.EVENTS.items()},
-              **{m: label for m, (_, label) in analysis.MEASURES.items()}}
-    events = [e for e in labels if any(c["event"] == e for c in summary["comparisons"])]
+    events = [e for e in analysis.COMPARED if any(c["event"] == e for c in summary["comparisons"])]
     chosen = [c for c in summary["comparisons"] if c["scope"] == "all" or c["scope"].startswith("setting")]
     keys = list(dict.fromkeys((c["family"], c["a"], c["b"], c["scope"]) for c in chosen))
     if not keys:
@@ -50,7 +47,7 @@ def paired(study: StudyFolder):
         ax.set_xlim(0, 2.0)
         ax.set_xticks([0, 0.5, 1])
         ax.axvline(0.5, color="black", lw=0.5)
-        ax.set_title("\n".join(textwrap.wrap(labels[event], 28)), fontsize=8)
+        ax.set_title("\n".join(textwrap.wrap(analysis.COMPARED[event][1], 28)), fontsize=8)
         ax.set_xlabel("share of pairs", fontsize=8)
     scope = lambda s: "" if s == "all" else f" [{s.split(' ', 1)[1]}]"  # noqa: E731
     for ax in axes[:, 0]:

@@ -23,7 +23,8 @@ CURVES = {"train_loss": "training loss", "val_loss": "validation loss",
 STEP_LABEL = "optimizer step"
 REGIME_COLORS = {"groks": "tab:green", "near-grokking": "yellowgreen", "memorizes only": "tab:orange",
                  "fails to fit": "tab:gray", "diverged": "tab:red"}
-EVENT_COLORS = {"step_train_acc_99": "tab:blue", "step_val_acc_99": "tab:red"}  # memorization, grokking
+MEMORIZE, GROK, HELD = "step_train_acc_99", "step_val_acc_99", "step_val_acc_99_held"  # the events most figures time
+EVENT_COLORS = {MEMORIZE: "tab:blue", GROK: "tab:red"}
 
 # ======================================================================================
 # One look per architecture: hue from the width, shade from the depth, a tint and the line style
@@ -84,13 +85,14 @@ def arch_label(a: dict) -> str:
     return f"{arch_shape(a)}, {a['heads']} heads"
 
 
-def arch_handles(archs: list[dict], marker: bool = False) -> list:
-    """Legend entries of architectures: line (and marker) as the figures draw them."""
+def arch_handles(archs: list[dict], marker: bool = False, solid: bool = False) -> list:
+    """Legend entries of architectures: line (and marker) as the figures draw them; solid where a
+    figure's line style says something else (training or validation, the event)."""
     handles = []
     for a in archs:
         look = arch_look(a)
-        handles.append(plt.Line2D([], [], color=look["color"], ls=look["ls"], marker=look["marker"] if marker else None,
-                                  ms=5, label=arch_label(a)))
+        handles.append(plt.Line2D([], [], color=look["color"], ls="-" if solid else look["ls"], lw=2 if solid else 1.5,
+                                  marker=look["marker"] if marker else None, ms=5, label=arch_label(a)))
     return handles
 
 

@@ -40,7 +40,8 @@ def comparison_cell(c: dict | None) -> str:
 
 
 def mean_cell(row: dict, key: str, digits: int) -> str:
-    return f"{row[key]:.{digits}f}" if key in row and row[key] == row[key] else "-"
+    """A row's mean of a per-run value, '-' where there is none."""
+    return f"{row[key]:.{digits}f}" if np.isfinite(row.get(key, np.nan)) else "-"
 
 
 HEADER = ("Steps are restricted means up to the budget (a run that never got there counts at the budget) ± standard "
@@ -77,11 +78,10 @@ def study_section(study: StudyFolder) -> list[str]:
                      f"| {mean_cell(row, 'peak_val_acc', 3)} | {drops} | {mean_cell(row, 'train_drops_per_1k_steps', 2)} |")
     comparisons = summary["comparisons"]
     if comparisons:
-        events = [e for e in {**analysis.EVENTS, **analysis.MEASURES} if any(c["event"] == e for c in comparisons)]
-        labels = {**{e: label for e, (_, label, _) in analysis.EVENTS.items()},
-                  **{m: label for m, (_, label) in analysis.MEASURES.items()}}
+        events = [e for e in analysis.COMPARED if any(c["event"] == e for c in comparisons)]
         lines += ["", COMPARISONS, "",
-                  "| comparison | runs | " + " | ".join(labels[e] for e in events) + " | threshold-sensitive |",
+                  "| comparison | runs | " + " | ".join(analysis.COMPARED[e][1] for e in events)
+                  + " | threshold-sensitive |",
                   "|---|---|" + "---|" * (len(events) + 1)]
         found = {(c["family"], c["a"], c["b"], c["scope"], c["event"]): c for c in comparisons}
         for key in dict.fromkeys((c["family"], c["a"], c["b"], c["scope"]) for c in comparisons):

@@ -121,7 +121,7 @@ def capacity_table(runs: list[dict], architectures: list[dict], budget: int) -> 
 # p = 7e-05, q = 0.00051; clusters 12-0 of 12, p = 0.00049, q = 0.0063]. Opening with
 # "studies/<name>: " it cites that study's test; with "studies/<name> at these architectures: " the
 # test on that study's runs of the citing study's architectures (no q).
-NAMES = {**{e: n for e, (n, _, _) in analysis.EVENTS.items()}, **{m: n for m, (n, _) in analysis.MEASURES.items()}}
+NAMES = {key: name for key, (name, _) in analysis.COMPARED.items()}
 CITATION = re.compile(r"\[(?:studies/(\w+)( at these architectures)?: )?([a-z -]+): (.+?) vs (.+?), (.+?), "
                       r"(" + "|".join(NAMES.values()) + r"): (\d+)-(\d+) of (\d+) pairs \((\d+) tied, (\d+) "
                       r"(?:censored|left out)\), p = ([\d.e-]+)(?:, q = ([\d.e-]+))?; clusters (\d+)-(\d+) of (\d+), "
@@ -151,7 +151,8 @@ def section(notes: str, heading: str) -> str:
 
 # The CPU studies with their section of notes.txt.
 CPU_STUDIES = [("capacity_cpu", "Capacity at CPU scale (studies/capacity_cpu)"),
-               ("capacity_cpu_template_opt", "Capacity at CPU scale under the template's optimizer (studies/capacity_cpu_template_opt)"),
+               ("capacity_cpu_template_opt",
+                "Capacity at CPU scale under the template's optimizer (studies/capacity_cpu_template_opt)"),
                ("confounds_cpu", "Capacity or its confounds (studies/confounds_cpu)")]
 
 
